@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-dev
+
+.PHONY: test lint typecheck pytest demo sandbox clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict handler
+
+pytest: $(STAMP)
+	$(PY) -m pytest --cov=handler --cov-report=term:skip-covered -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(PY) -m handler demo
+
+sandbox: $(STAMP)
+	$(PY) -m handler sandbox
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo
