@@ -1,3 +1,3 @@
-"""ecs-metadata-janitor: delete metadata keys from ECS servers, from queues, webhooks and schedules."""
+"""ecs-metadata-janitor: delete ECS metadata keys named by queues, webhooks and schedules."""
 
 __version__ = "0.1.0"

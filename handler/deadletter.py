@@ -1,0 +1,163 @@
+"""Dead letters (SPEC §7): the record of each pair not settled, and the sinks that keep them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from handler.logs import REDACTOR, get_logger
+from handler.outcomes import Result
+
+SCHEMA = "ecs-metadata-janitor/dead-letter/1"
+
+_log = get_logger(__name__)
+
+
+class DeadLetterError(RuntimeError):
+    """A dead letter could not be written; the caller must make the platform retry."""
+
+
+def make_record(
+    result: Result,
+    *,
+    source_kind: str,
+    source_id: str | None,
+    invocation_id: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Build the dead-letter record of one result, with every known secret redacted."""
+    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    record = {
+        "schema": SCHEMA,
+        "item": result.pair.as_dict() if result.pair else None,
+        "raw": result.raw if result.pair is None else None,
+        "reason": result.outcome.value,
+        "detail": result.detail,
+        "status": result.status,
+        "attempts": result.attempts,
+        "request_id": result.request_id,
+        "source": {"kind": source_kind, "id": source_id},
+        "invocation_id": invocation_id,
+        "dead_lettered_at": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    redacted: dict[str, Any] = REDACTOR.value(record)
+    return redacted
+
+
+class DeadLetterSink(Protocol):
+    """Where dead letters go; `write` returns only once every record is stored."""
+
+    description: str
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """Store the records or raise DeadLetterError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the sink holds."""
+        ...
+
+
+class LogSink:
+    """Dead letters as structured log lines (one per record, level ERROR)."""
+
+    description = "the log (one 'dead letter' line each)"
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """Log each record."""
+        for record in records:
+            _log.error("dead letter", dead_letter=record)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class FileSink:
+    """Dead letters appended to a JSON Lines file, flushed and fsync'd before returning."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"the file {path}"
+        self._lock = asyncio.Lock()
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """Append the records as whole lines in one write, then fsync."""
+        if not records:
+            return
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        async with self._lock:
+            try:
+                self._append(data)
+            except OSError as exc:
+                raise DeadLetterError(
+                    f"cannot write dead letters to {self.path}: {exc.strerror}"
+                ) from None
+
+    async def aclose(self) -> None:
+        """Nothing to release: each write opens and closes the file."""
+
+
+class HttpSink:
+    """Dead letters POSTed as one JSON array per batch to an HTTP(S) endpoint; 2xx means stored."""
+
+    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        parts = urlsplit(url)
+        self.description = f"POST {parts.scheme}://{parts.hostname}{parts.path}"
+        self._url = url
+        self._http = httpx.AsyncClient(transport=transport, timeout=10.0)
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """POST the records; up to three attempts on network errors and 5xx."""
+        if not records:
+            return
+        last = ""
+        for attempt in range(3):
+            try:
+                response = await self._http.post(self._url, json=records)
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            else:
+                if response.is_success:
+                    return
+                last = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+            await asyncio.sleep(0.2 * (attempt + 1))
+        raise DeadLetterError(f"cannot POST dead letters to {self.description}: {last}")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._http.aclose()
+
+
+def make_sink(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> DeadLetterSink:
+    """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…` or `http(s)://…`."""
+    if url == "log":
+        return LogSink()
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return HttpSink(url, transport=transport)
+    if parts.scheme == "file":
+        return FileSink(Path(unquote(parts.path)))
+    if parts.scheme and len(parts.scheme) > 1:
+        raise ValueError(f"DEAD_LETTER_URL: unsupported scheme {parts.scheme!r}")
+    return FileSink(Path(url))

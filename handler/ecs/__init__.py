@@ -1,0 +1,1 @@
+"""The Huawei Cloud ECS (Nova-compatible) metadata API: client, signing, retry, classification."""

@@ -1,0 +1,143 @@
+"""The ECS metadata client: one DELETE per pair, retried idempotently, answered with an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+import httpx
+
+from handler.ecs.classify import Reply, classify_delete, classify_probe
+from handler.ecs.retry import RetryableReply, RetryState, attempts
+from handler.ecs.transport import AiohttpTransport
+from handler.outcomes import Outcome, Pair, Result
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def metadata_path(pair: Pair, *, with_key: bool = True) -> str:
+    """Return the Nova path of a pair's metadata key (or of the server's whole metadata)."""
+    path = f"/v2.1/{_segment(pair.project_id)}/servers/{_segment(pair.server_id)}/metadata"
+    return f"{path}/{_segment(pair.key)}" if with_key else path
+
+
+class EcsClient:
+    """Delete metadata keys over one pooled httpx client; safe to reuse across invocations."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        auth: httpx.Auth,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+        max_attempts: int = 6,
+        max_in_flight: int = 16,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.rstrip("/"),
+            auth=auth,
+            transport=transport or AiohttpTransport(max_connections=max_in_flight),
+            timeout=timeout_s,
+            headers={"User-Agent": "ecs-metadata-janitor", "Accept": "application/json"},
+        )
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _send(
+        self, method: str, pair: Pair, path: str, deadline: float | None
+    ) -> httpx.Response:
+        timeout = self._timeout_s
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - asyncio.get_running_loop().time(), 0.001))
+        headers = {"X-Project-Id": pair.project_id}
+        async with self._slots:
+            return await self._http.request(method, path, headers=headers, timeout=timeout)
+
+    async def _attempt(self, pair: Pair, deadline: float | None) -> Reply:
+        reply = classify_delete(await self._send("DELETE", pair, metadata_path(pair), deadline))
+        if reply.outcome is None:
+            probe = await self._send("GET", pair, metadata_path(pair, with_key=False), deadline)
+            reply = classify_probe(probe, reply)
+        if reply.retry:
+            raise RetryableReply(reply)
+        return reply
+
+    async def delete_metadata(self, pair: Pair, *, deadline: float | None = None) -> Result:
+        """Delete one key and return its outcome; never raises for HTTP or network failures."""
+        state = RetryState(deadline)
+        tries = 0
+        last: Reply | None = None
+        error: Exception | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for attempt in attempts(self._max_attempts, state):
+                    tries = attempt.num
+                    with attempt:
+                        try:
+                            reply = await self._attempt(pair, deadline)
+                        except RetryableReply as exc:
+                            last, error = exc.reply, exc
+                            raise
+                        except httpx.TransportError as exc:
+                            error = exc
+                            raise
+                    assert reply.outcome is not None
+                    return _result(pair, reply, reply.outcome, tries)
+        except TimeoutError:
+            return _failure(
+                pair, Outcome.DEADLINE, tries, last, error, "the invocation's time ran out"
+            )
+        except RetryableReply as exc:
+            outcome = exc.reply.outcome or Outcome.RETRIES_EXHAUSTED
+            if state.stopped_for_deadline:
+                outcome = Outcome.DEADLINE
+            return _result(pair, exc.reply, outcome, tries)
+        except httpx.TransportError as exc:
+            return _failure(pair, Outcome.RETRIES_EXHAUSTED, tries, None, exc, None)
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+
+def _result(pair: Pair, reply: Reply, outcome: Outcome, tries: int) -> Result:
+    return Result(
+        outcome,
+        pair=pair,
+        detail=reply.detail,
+        status=reply.status,
+        attempts=tries,
+        request_id=reply.request_id,
+    )
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _failure(
+    pair: Pair,
+    outcome: Outcome,
+    tries: int,
+    last: Reply | None,
+    error: Exception | None,
+    why: str | None,
+) -> Result:
+    if last is not None and error is not None and isinstance(error, RetryableReply):
+        detail = f"{why}; last answer HTTP {last.status}: {last.detail}" if why else last.detail
+        return Result(
+            outcome,
+            pair=pair,
+            detail=detail,
+            status=last.status,
+            attempts=tries,
+            request_id=last.request_id,
+        )
+    parts = [p for p in (why, _describe(error) if error else None) if p]
+    return Result(outcome, pair=pair, detail="; ".join(parts) or None, attempts=tries)

@@ -1,0 +1,184 @@
+"""Structured logs: structlog processors that give Powertools-compatible JSON, secrets redacted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+#: The Powertools Logger key order; everything else follows in the order it was added.
+POWERTOOLS_ORDER = (
+    "level",
+    "location",
+    "message",
+    "timestamp",
+    "service",
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "correlation_id",
+)
+REDACTED = "***"
+_SECRET_FIELD = re.compile(
+    r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature)$",
+    re.IGNORECASE,
+)
+_SKIP_FRAMES = ("structlog", "logging", "handler/logs.py", "handler\\logs.py")
+
+EventDict = MutableMapping[str, Any]
+
+
+class Redactor:
+    """The secrets the process knows of; replaces each where it appears in a value."""
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[str | None]) -> None:
+        """Remember more secret values (short values under 4 characters are ignored)."""
+        with self._lock:
+            known = set(self._secrets)
+            known.update(v for v in values if v and len(v) >= 4)
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def clear(self) -> None:
+        """Forget every secret (tests)."""
+        with self._lock:
+            self._secrets = ()
+
+    def text(self, value: str) -> str:
+        """Return the text with every known secret replaced by ***."""
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def value(self, value: Any, key: str | None = None) -> Any:
+        """Return a JSON-like value with secrets and secret-named fields replaced by ***."""
+        if key is not None and _SECRET_FIELD.search(key) and value not in (None, ""):
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value) if self._secrets else value
+        if isinstance(value, dict):
+            return {k: self.value(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return self.text(str(value))
+
+
+REDACTOR = Redactor()
+
+
+def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: replace secrets and secret-named fields with ***."""
+    for key, value in event_dict.items():
+        event_dict[key] = REDACTOR.value(value, key)
+    return event_dict
+
+
+def add_level(_: Any, method: str, event_dict: EventDict) -> EventDict:
+    """Processor: the level in upper case, as Powertools writes it."""
+    event_dict["level"] = "WARNING" if method == "warn" else method.upper()
+    return event_dict
+
+
+def add_location(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: `function:line` of the caller, as Powertools' `location`."""
+    frame = sys._getframe(1)  # the cheap way to find the caller
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not any(part in filename for part in _SKIP_FRAMES):
+            event_dict["location"] = f"{frame.f_code.co_name}:{frame.f_lineno}"
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    return event_dict
+
+
+def add_timestamp(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: Powertools' timestamp, e.g. `2021-05-03 11:47:12,494+0000`."""
+    now = dt.datetime.now(dt.UTC)
+    event_dict["timestamp"] = f"{now:%Y-%m-%d %H:%M:%S},{now.microsecond // 1000:03d}+0000"
+    return event_dict
+
+
+def powertools_order(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: rename `event` to `message` and put keys in Powertools Logger order."""
+    if "event" in event_dict:
+        event_dict["message"] = event_dict.pop("event")
+    ordered: dict[str, Any] = {}
+    for key in POWERTOOLS_ORDER:
+        if key in event_dict:
+            value = event_dict.pop(key)
+            if value is not None:
+                ordered[key] = value
+    for key, value in event_dict.items():
+        if value is not None:
+            ordered[key] = value
+    return ordered
+
+
+def render_json(_: Any, __: str, event_dict: EventDict) -> str:
+    """Processor: one compact JSON object."""
+    return json.dumps(event_dict, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+_STREAM: TextIO | None = None
+
+
+def set_stream(stream: TextIO | None) -> None:
+    """Send log lines to a stream (the CLI uses stderr); None means the current sys.stdout."""
+    global _STREAM
+    _STREAM = stream
+
+
+class StdoutLogger:
+    """Writes each rendered line to the chosen stream, by default the current sys.stdout."""
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        (_STREAM or sys.stdout).write(message + "\n")
+
+    log = debug = info = warning = warn = error = critical = exception = msg
+
+
+def _logger_factory(*_: Any) -> StdoutLogger:
+    return StdoutLogger()
+
+
+def configure(service: str, level: str = "INFO") -> None:
+    """Configure structlog once per process: Powertools JSON on stdout at the given level."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_level,
+            add_location,
+            add_timestamp,
+            structlog.processors.format_exc_info,
+            redact,
+            powertools_order,
+            render_json,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=_logger_factory,
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str) -> Any:
+    """Return a structlog logger."""
+    return structlog.get_logger(name)

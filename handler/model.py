@@ -1,0 +1,174 @@
+"""The work-item payload (SPEC §3), validated with pydantic into pairs or `invalid` results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from handler.outcomes import Outcome, Result
+
+#: Nova's metadata key pattern: 1 to 255 of letters, digits, `-`, `_`, `:`, `.` and space.
+KEY_PATTERN = r"^[A-Za-z0-9_:. -]{1,255}$"
+#: Project ids are 32 hex characters on Huawei Cloud; Nova allows any id safe in a path segment.
+PROJECT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+#: How much of an unreadable payload a dead letter keeps.
+RAW_LIMIT = 8192
+#: How deep `items` may nest inside arrays and batches.
+_MAX_DEPTH = 4
+
+Key = Annotated[str, Field(pattern=KEY_PATTERN)]
+ProjectId = Annotated[str, Field(pattern=PROJECT_PATTERN)]
+
+
+class WorkItemModel(BaseModel):
+    """One server with one key (`key`) or several (`keys`), optionally in another project."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_id: UUID
+    key: Key | None = None
+    keys: list[Key] | None = Field(default=None, min_length=1)
+    project_id: ProjectId | None = None
+    dry_run: bool = False
+
+    @field_validator("server_id", mode="before")
+    @classmethod
+    def _uuid_text_only(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("server_id must be a UUID string")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_key_or_keys(self) -> WorkItemModel:
+        if (self.key is None) == (self.keys is None):
+            raise ValueError("exactly one of 'key' or 'keys' is required")
+        return self
+
+
+class BatchModel(BaseModel):
+    """A batch: `{"items": [...], "dry_run": bool}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[Any]
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One requested deletion, before the project default and the policies are applied."""
+
+    project_id: str | None
+    server_id: str
+    key: str
+    dry_run: bool
+
+
+@dataclass(slots=True)
+class ParsedPayload:
+    """What one payload asked for: the valid work items and a result for each invalid part."""
+
+    items: list[WorkItem] = field(default_factory=list)
+    invalid: list[Result] = field(default_factory=list)
+
+
+def truncate_raw(text: str) -> str:
+    """Cut a raw payload to the size a dead letter keeps."""
+    if len(text) <= RAW_LIMIT:
+        return text
+    return text[:RAW_LIMIT] + f"…[truncated {len(text) - RAW_LIMIT} chars]"
+
+
+def _raw_of(value: object) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return truncate_raw(text)
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _invalid(value: object, detail: str) -> Result:
+    return Result(Outcome.INVALID, raw=_raw_of(value), detail=detail)
+
+
+def _walk(value: object, dry_run: bool, depth: int, out: ParsedPayload) -> None:
+    if depth > _MAX_DEPTH:
+        out.invalid.append(_invalid(value, f"items nest deeper than {_MAX_DEPTH} levels"))
+        return
+    if isinstance(value, list):
+        if not value and depth == 0:
+            out.invalid.append(_invalid(value, "the payload is an empty array"))
+        for element in value:
+            _walk(element, dry_run, depth + 1, out)
+        return
+    if not isinstance(value, dict):
+        kind = type(value).__name__ if value is not None else "null"
+        out.invalid.append(_invalid(value, f"expected an object or an array, got {kind}"))
+        return
+    if "items" in value:
+        try:
+            batch = BatchModel.model_validate(value)
+        except ValidationError as exc:
+            out.invalid.append(_invalid(value, _summarise(exc)))
+            return
+        for element in batch.items:
+            _walk(element, dry_run or batch.dry_run, depth + 1, out)
+        return
+    try:
+        item = WorkItemModel.model_validate(value)
+    except ValidationError as exc:
+        out.invalid.append(_invalid(value, _summarise(exc)))
+        return
+    server_id = str(item.server_id)
+    keys = item.keys if item.keys is not None else [item.key] if item.key is not None else []
+    for key in keys:
+        out.items.append(WorkItem(item.project_id, server_id, key, dry_run or item.dry_run))
+
+
+def parse_payload(payload: object) -> ParsedPayload:
+    """Read a decoded payload (object or array) into work items; never raises."""
+    out = ParsedPayload()
+    try:
+        _walk(payload, False, 0, out)
+    except RecursionError:  # pragma: no cover - bounded by _MAX_DEPTH, kept as a last guard
+        out = ParsedPayload(invalid=[_invalid(payload, "payload nests too deeply")])
+    return out
+
+
+def parse_text(text: str | bytes | None) -> ParsedPayload:
+    """Read a payload from its JSON text (a message or webhook body); never raises."""
+    if text is None:
+        return ParsedPayload(invalid=[Result(Outcome.INVALID, raw="", detail="the body is empty")])
+    if isinstance(text, bytes):
+        data = text
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = truncate_raw(data.decode("utf-8", errors="replace"))
+            return ParsedPayload(
+                invalid=[Result(Outcome.INVALID, raw=raw, detail="the body is not UTF-8")]
+            )
+    if not text.strip():
+        return ParsedPayload(
+            invalid=[Result(Outcome.INVALID, raw=text, detail="the body is empty")]
+        )
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        detail = f"the body is not JSON: {exc}" if isinstance(exc, ValueError) else "too deep"
+        return ParsedPayload(
+            invalid=[Result(Outcome.INVALID, raw=truncate_raw(text), detail=detail)]
+        )
+    return parse_payload(payload)

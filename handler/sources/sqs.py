@@ -1,0 +1,68 @@
+"""Amazon SQS (standard and FIFO): one unit per message, failures as batchItemFailures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handler.model import parse_text
+from handler.sources.base import Source, Unit, UnitReport
+
+
+def _records(event: Any) -> list[Any]:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return records if isinstance(records, list) else []
+
+
+class SqsSource(Source):
+    """An SQS batch; transient failures go back to the queue, FIFO groups stop at a failure."""
+
+    kind = "sqs"
+    redelivers = True
+
+    def __init__(self, event: Any = None) -> None:
+        """Note whether the batch comes from a FIFO queue."""
+        records = _records(event)
+        self.ordered = any(_is_fifo(r) for r in records if isinstance(r, dict))
+
+    @classmethod
+    def matches(cls, event: Any) -> bool:
+        """Records whose eventSource is `aws:sqs`."""
+        records = _records(event)
+        return bool(records) and all(
+            isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+        )
+
+    def units(self, event: Any) -> list[Unit]:
+        """One unit per message; the body is parsed as the payload."""
+        units = []
+        for record in _records(event):
+            message_id = record.get("messageId")
+            attributes = record.get("attributes")
+            group = attributes.get("MessageGroupId") if isinstance(attributes, dict) else None
+            body = record.get("body")
+            units.append(
+                Unit(
+                    id=str(message_id) if message_id not in (None, "") else None,
+                    payload=parse_text(body if isinstance(body, str) else None),
+                    group=str(group) if group is not None else None,
+                )
+            )
+        return units
+
+    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
+        """Return `batchItemFailures` with the message id of each unit to redeliver.
+
+        A failing message without an id is reported with an empty id, which makes Lambda
+        retry the whole batch: better than losing it.
+        """
+        failures = [
+            {"itemIdentifier": report.unit.id or ""} for report in reports if report.redeliver
+        ]
+        return {"batchItemFailures": failures}
+
+
+def _is_fifo(record: dict[str, Any]) -> bool:
+    arn = record.get("eventSourceARN")
+    attributes = record.get("attributes")
+    has_group = isinstance(attributes, dict) and "MessageGroupId" in attributes
+    return has_group or (isinstance(arn, str) and arn.endswith(".fifo"))
