@@ -89,8 +89,8 @@ class EcsClient:
                         except httpx.TransportError as exc:
                             error = exc
                             raise
-                    assert reply.outcome is not None
-                    return _result(pair, reply, reply.outcome, tries)
+                        assert reply.outcome is not None
+                        return _result(pair, reply, reply.outcome, tries)
         except TimeoutError:
             return _failure(
                 pair, Outcome.DEADLINE, tries, last, error, "the invocation's time ran out"

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stamina
+
+from handler import app, logs
+from handler.sandbox import DEMO_SEED, Sandbox
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+DEMO_PROJECT = "0123456789abcdef0123456789abcdef"
+
+_ENV = (
+    "ECS_ENDPOINT",
+    "HUAWEICLOUD_SDK_REGION",
+    "HUAWEICLOUD_SDK_PROJECT_ID",
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "ECS_AUTH_TOKEN",
+    "ALLOWED_PROJECT_IDS",
+    "PROTECTED_KEYS",
+    "DEAD_LETTER_URL",
+    "MAX_CONCURRENCY",
+    "MAX_ATTEMPTS",
+    "REQUEST_TIMEOUT_S",
+    "DRY_RUN",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_LOG_LEVEL",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no configuration, no runtime, no known secrets, no retry sleeps."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+    app.set_runtime(None)
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
+    app.reset_runtime()
+    logs.REDACTOR.clear()
+    logs.set_stream(None)
+
+
+def demo_seed() -> dict[str, Any]:
+    return copy.deepcopy(DEMO_SEED)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(demo_seed()) as sb:
+        yield sb
+
+
+@pytest.fixture
+def dead_letters(tmp_path: Path) -> Path:
+    return tmp_path / "dead-letters.jsonl"
+
+
+def configure_for(
+    monkeypatch: pytest.MonkeyPatch, sb: Sandbox, dead_letters: Path, **extra: str
+) -> None:
+    """Point the function's environment at a sandbox, AK/SK-signed, dead letters to a file."""
+    creds = sb.credentials
+    monkeypatch.setenv("ECS_ENDPOINT", sb.url)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", DEMO_PROJECT)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", creds["ak"])
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", creds["sk"])
+    monkeypatch.setenv("DEAD_LETTER_URL", str(dead_letters))
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def metadata_of(sb: Sandbox, server_id: str) -> dict[str, str]:
+    for server in sb.state()["servers"]:
+        if server["id"] == server_id:
+            return dict(server["metadata"])
+    raise KeyError(server_id)
