@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck pytest demo sandbox clean
+.PHONY: test lint typecheck pytest demo sandbox package clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,8 @@ demo: $(STAMP)
 sandbox: $(STAMP)
 	$(PY) -m handler sandbox
 
+package: $(STAMP)
+	PY=$(PY) bash infra/package.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo dist
