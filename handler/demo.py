@@ -38,15 +38,33 @@ def _show(response: dict[str, Any], dead_letters: int, sink: Path) -> None:
 
 def run_demo(events: Path, out: Path) -> int:
     """Run the demo events and print what happened; return an exit status."""
-    from handler import app, logs
-    from handler.cli import FakeContext, read_event, sandbox_environment
-
     out.mkdir(parents=True, exist_ok=True)
     sink = out / "dead-letters.jsonl"
     log_file = out / "function.log"
     sink.unlink(missing_ok=True)
+    saved = {name: os.environ.get(name) for name in ("DEAD_LETTER_URL", "MAX_ATTEMPTS")}
     os.environ["DEAD_LETTER_URL"] = str(sink)
-    os.environ.setdefault("MAX_ATTEMPTS", "3")
+    os.environ.setdefault("MAX_ATTEMPTS", "3")  # the locked server's retries stay short
+    try:
+        left = _run_events(events, sink, log_file)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    print("\nmetadata left in the sandbox:")
+    for name, keys in left.items():
+        print(f"  {name:<8} {', '.join(keys) or '(none)'}")
+    print(f"\nEvery pair above ended deleted, absent, dry_run, back on the queue, or in {sink}.")
+    sys.stdout.flush()
+    return 0
+
+
+def _run_events(events: Path, sink: Path, log_file: Path) -> dict[str, list[str]]:
+    from handler import app, logs
+    from handler.cli import FakeContext, read_event, sandbox_environment
+
     with log_file.open("w", encoding="utf-8") as log_stream:
         logs.set_stream(log_stream)
         with sandbox_environment() as sandbox:
@@ -63,12 +81,7 @@ def run_demo(events: Path, out: Path) -> int:
                 server["name"]: sorted(server["metadata"]) for server in sandbox.state()["servers"]
             }
         logs.set_stream(None)
-    print("\nmetadata left in the sandbox:")
-    for name, keys in left.items():
-        print(f"  {name:<8} {', '.join(keys) or '(none)'}")
-    print(f"\nEvery pair above ended deleted, absent, dry_run, back on the queue, or in {sink}.")
-    sys.stdout.flush()
-    return 0
+    return left
 
 
 def _count_lines(path: Path) -> int:

@@ -201,19 +201,19 @@ def test_functiongraph_context_credentials(
     creds = sandbox.credentials
 
     class FgContext:
-        def getRequestID(self) -> str:  # noqa: N802 - FunctionGraph's names
+        def getRequestID(self) -> str:
             return "fg-req-1"
 
-        def getRemainingTimeInMilliSeconds(self) -> int:  # noqa: N802
+        def getRemainingTimeInMilliSeconds(self) -> int:
             return 30_000
 
-        def getSecurityAccessKey(self) -> str:  # noqa: N802
+        def getSecurityAccessKey(self) -> str:
             return str(creds["ak"])
 
-        def getSecuritySecretKey(self) -> str:  # noqa: N802
+        def getSecuritySecretKey(self) -> str:
             return str(creds["sk"])
 
-        def getSecurityToken(self) -> str:  # noqa: N802
+        def getSecurityToken(self) -> str:
             return ""
 
     response = app.handler({"server_id": WEB1, "key": "owner"}, FgContext())
@@ -261,7 +261,7 @@ def test_bad_configuration_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("HUAWEICLOUD_SDK_REGION", "cn-north-4")
     monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", DEMO_PROJECT)
     monkeypatch.setenv("MAX_ATTEMPTS", "zero")
-    with pytest.raises(ValueError, match="^invalid configuration: MAX_ATTEMPTS: ") as info:
+    with pytest.raises(ValueError, match=r"^invalid configuration: MAX_ATTEMPTS: ") as info:
         app.handler({"server_id": WEB1, "key": "owner"}, None)
     assert "\n" not in str(info.value)
 

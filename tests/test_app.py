@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+import stamina
+import structlog
+
+from handler import app, logs
+from handler.ecs.classify import Reply
+from handler.ecs.retry import RetryableReply, install_retry_logging
+from handler.outcomes import Outcome
+
+
+@pytest.mark.parametrize(("remaining", "margin"), [(1.0, 0.25), (3.0, 0.3), (60.0, 2.0)])
+def test_deadline_margin(remaining: float, margin: float) -> None:
+    assert app.deadline_margin_s(remaining) == pytest.approx(margin)
+
+
+def test_retry_hook_logs_no_call_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("svc", "DEBUG")
+    install_retry_logging()
+    secret = "sk-very-secret-value"
+    attempts = 0
+
+    @stamina.retry(on=RetryableReply, attempts=2)
+    def flaky(credential: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RetryableReply(Reply(503, Outcome.RETRIES_EXHAUSTED, retry=True))
+
+    with stamina.set_testing(False):
+        flaky(secret)
+    out = capsys.readouterr().out
+    assert '"message":"retry scheduled"' in out
+    assert '"cause":"HTTP 503"' in out
+    assert secret not in out
+    structlog.reset_defaults()
