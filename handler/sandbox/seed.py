@@ -1,0 +1,222 @@
+"""The seed: credentials and servers the sandbox starts with, and the documented demo seed."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from handler.sandbox.config_io import read_json_file
+from handler.sandbox.errors import SandboxConfigError, describe_validation_error
+
+DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+DEMO_OTHER_PROJECT_ID = "fedcba9876543210fedcba9876543210"
+
+VmState = Literal[
+    "active",
+    "building",
+    "paused",
+    "suspended",
+    "stopped",
+    "rescued",
+    "resized",
+    "soft_deleted",
+    "deleted",
+    "error",
+    "shelved",
+    "shelved_offloaded",
+]
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PROJECT = r"^[A-Za-z0-9_-]{1,64}$"
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+ProjectId = Annotated[str, Field(pattern=_PROJECT)]
+
+
+class CredentialsSeed(BaseModel):
+    """The credentials the sandbox accepts: an AK/SK pair, a token, or both."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    ak: NonEmpty | None = None
+    sk: NonEmpty | None = None
+    security_token: NonEmpty | None = None
+    token: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> CredentialsSeed:
+        if (self.ak is None) != (self.sk is None):
+            raise ValueError("ak and sk must be given together")
+        if self.ak is None and self.token is None:
+            raise ValueError("give an ak/sk pair, a token, or both")
+        return self
+
+
+class ServerSeed(BaseModel):
+    """One server of the seed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+    project_id: ProjectId | None = None
+    name: str = ""
+    vm_state: VmState = "active"
+    locked: bool = False
+    active_after_s: Annotated[float, Field(ge=0)] | None = None
+    unlock_after_s: Annotated[float, Field(ge=0)] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        if not _UUID.match(value):
+            raise ValueError("must be a UUID like 6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f")
+        return value.lower()
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not 1 <= len(key) <= 255:
+                raise ValueError(f"metadata key {key!r} must have 1 to 255 characters")
+            if len(item) > 255:
+                raise ValueError(f"metadata value of {key!r} is longer than 255 characters")
+        return value
+
+
+class Seed(BaseModel):
+    """A whole seed: default project, credentials and servers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    project_id: ProjectId | None = None
+    credentials: CredentialsSeed
+    servers: list[ServerSeed] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Seed:
+        seen: set[str] = set()
+        for index, server in enumerate(self.servers):
+            if server.id in seen:
+                raise ValueError(f"servers.{index}: duplicate server id {server.id}")
+            seen.add(server.id)
+            if server.project_id is None:
+                if self.project_id is None:
+                    raise ValueError(
+                        f"servers.{index}: no project_id (set it on the server or at the top level)"
+                    )
+                server.project_id = self.project_id
+        return self
+
+    @property
+    def default_project_id(self) -> str | None:
+        """The project a client most likely wants: the top-level one, else the first server's."""
+        if self.project_id is not None:
+            return self.project_id
+        return self.servers[0].project_id if self.servers else None
+
+
+def _server(
+    server_id: str,
+    name: str,
+    metadata: dict[str, str],
+    *,
+    project_id: str = DEMO_PROJECT_ID,
+    vm_state: str = "active",
+    locked: bool = False,
+    active_after_s: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": server_id,
+        "project_id": project_id,
+        "name": name,
+        "vm_state": vm_state,
+        "locked": locked,
+        "active_after_s": active_after_s,
+        "metadata": metadata,
+    }
+
+
+DEMO_SEED: dict[str, Any] = {
+    "project_id": DEMO_PROJECT_ID,
+    "credentials": {
+        "ak": "SANDBOXACCESSKEY0001",
+        "sk": "sandbox-secret-key-do-not-use-in-prod",
+        "security_token": None,
+        "token": "sandbox-token",
+    },
+    "servers": [
+        _server(
+            "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f",
+            "web-1",
+            {
+                "lease-owner": "batch-7",
+                "lease-expires": "2026-11-27T10:00:00Z",
+                "env:stage": "blue",
+                "team name": "core",
+                "owner": "ops",
+            },
+        ),
+        _server(
+            "3f1c2b9e-8a7d-4c6b-9e5f-0a1b2c3d4e5f",
+            "web-2",
+            {"lease-owner": "batch-9", "lease-expires": "2026-11-27T11:00:00Z"},
+            locked=True,
+        ),
+        _server(
+            "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+            "build-1",
+            {"lease-owner": "batch-3"},
+            vm_state="building",
+            active_after_s=2,
+        ),
+        _server(
+            "c0ffee00-1234-4abc-8def-0123456789ab",
+            "db-1",
+            {
+                "lease-owner": "batch-1",
+                "lease-expires": "2026-11-27T09:00:00Z",
+                "backup-policy": "daily",
+            },
+        ),
+        _server(
+            "0badc0de-0000-4000-8000-000000000001",
+            "other-1",
+            {"lease-owner": "batch-2"},
+            project_id=DEMO_OTHER_PROJECT_ID,
+        ),
+    ],
+}
+"""The documented demo seed used when no seed is given (fake credentials, safe to print)."""
+
+
+def parse_seed(data: Mapping[str, Any] | None, *, source: str = "seed") -> Seed:
+    """Validate seed data (None means the demo seed) or raise SandboxConfigError."""
+    raw = copy.deepcopy(dict(DEMO_SEED if data is None else data))
+    try:
+        return Seed.model_validate(raw)
+    except ValidationError as exc:
+        raise SandboxConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def seed_to_dict(seed: Seed) -> dict[str, Any]:
+    """Return a validated seed in the seed file format (plain JSON types)."""
+    return seed.model_dump(mode="json", exclude_none=False)
+
+
+def read_seed(path: Path | str) -> Seed:
+    """Read and validate a seed file or raise SandboxConfigError naming the file."""
+    data = read_json_file(path, "seed")
+    if not isinstance(data, dict):
+        raise SandboxConfigError(f"seed file {path}: must be a JSON object")
+    return parse_seed(data, source=f"seed file {path}")
+
+
+def load_seed(path: Path | str) -> dict[str, Any]:
+    """Read and validate a seed file; return it in the seed format or raise SandboxConfigError."""
+    return seed_to_dict(read_seed(path))
