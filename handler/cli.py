@@ -110,17 +110,18 @@ def sandbox_environment(seed_path: Path | None = None) -> Iterator[Any]:
     with Sandbox(seed) as sandbox:
         creds = sandbox.credentials
         projects = Counter(server["project_id"] for server in seed["servers"])
-        default_project = projects.most_common(1)[0][0]
+        default_project = sandbox.project_id or projects.most_common(1)[0][0]
         for name in _SANDBOX_ENV:
             os.environ.pop(name, None)
-        os.environ.update(
-            ECS_ENDPOINT=sandbox.url,
-            HUAWEICLOUD_SDK_PROJECT_ID=default_project,
-            HUAWEICLOUD_SDK_AK=creds["ak"],
-            HUAWEICLOUD_SDK_SK=creds["sk"],
-        )
-        if creds.get("security_token"):
-            os.environ["HUAWEICLOUD_SDK_SECURITY_TOKEN"] = creds["security_token"]
+        os.environ["ECS_ENDPOINT"] = sandbox.url
+        os.environ["HUAWEICLOUD_SDK_PROJECT_ID"] = default_project
+        if creds.get("ak") and creds.get("sk"):
+            os.environ["HUAWEICLOUD_SDK_AK"] = creds["ak"]
+            os.environ["HUAWEICLOUD_SDK_SK"] = creds["sk"]
+            if creds.get("security_token"):
+                os.environ["HUAWEICLOUD_SDK_SECURITY_TOKEN"] = creds["security_token"]
+        else:
+            os.environ["ECS_AUTH_TOKEN"] = creds["token"]
         app.reset_runtime()
         try:
             yield sandbox

@@ -141,7 +141,8 @@ class HttpSink:
                 last = f"HTTP {response.status_code}"
                 if response.status_code < 500 and response.status_code != 429:
                     break
-            await asyncio.sleep(0.2 * (attempt + 1))
+            if attempt < 2:
+                await asyncio.sleep(0.2 * (attempt + 1))
         raise DeadLetterError(f"cannot POST dead letters to {self.description}: {last}")
 
     async def aclose(self) -> None:

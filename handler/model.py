@@ -86,6 +86,8 @@ def truncate_raw(text: str) -> str:
 def _raw_of(value: object) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    except RecursionError:
+        text = "<payload nests too deeply to keep>"
     except (TypeError, ValueError):
         text = repr(value)
     return truncate_raw(text)

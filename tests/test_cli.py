@@ -61,3 +61,20 @@ def test_demo_walks_through_the_events(capsys: pytest.CaptureFixture[str], tmp_p
     assert "server_not_found" in out
     letters = (tmp_path / "dead-letters.jsonl").read_text().splitlines()
     assert len(letters) == 6
+
+
+def test_invoke_with_a_token_only_seed_uses_the_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import demo_seed
+
+    seed = demo_seed()
+    seed["credentials"] = {"ak": None, "sk": None, "security_token": None, "token": "only-token"}
+    seed_file = tmp_path / "seed.json"
+    seed_file.write_text(json.dumps(seed))
+    event = tmp_path / "e.json"
+    event.write_text('{"server_id": "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f", "key": "owner"}')
+    monkeypatch.setenv("DEAD_LETTER_URL", str(tmp_path / "dl.jsonl"))
+    assert cli.main(["invoke", str(event), "--seed", str(seed_file)]) == 0
+    response = json.loads(capsys.readouterr().out)
+    assert response["results"][0]["outcome"] == "deleted"

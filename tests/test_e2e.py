@@ -294,3 +294,17 @@ def test_dry_run_calls_nothing(
     assert {r["outcome"] for r in response["results"]} == {"dry_run"}
     assert sandbox.requests() == []
     assert "owner" in metadata_of(sandbox, WEB1)
+
+
+def test_dot_keys_stay_one_segment_on_the_wire(
+    sandbox: Sandbox, dead_letters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_for(monkeypatch, sandbox, dead_letters)
+    response = app.handler({"server_id": WEB1, "keys": ["..", "."]}, None)
+    assert [r["outcome"] for r in response["results"]] == ["absent", "absent"]
+    paths = {r["path"] for r in sandbox.requests()}
+    assert paths == {
+        f"/v2.1/{DEMO_PROJECT}/servers/{WEB1}/metadata/%2E%2E",
+        f"/v2.1/{DEMO_PROJECT}/servers/{WEB1}/metadata/%2E",
+    }
+    assert metadata_of(sandbox, WEB1)  # the server and its keys are all still there

@@ -123,6 +123,6 @@ def classify_probe(response: httpx.Response, first: Reply) -> Reply:
             first.status, Outcome.SERVER_NOT_FOUND, detail=first.detail, request_id=first.request_id
         )
     probe = classify_delete(response)
-    if probe.retry:
+    if probe.retry or probe.outcome is Outcome.FORBIDDEN:
         return probe
     return Reply(status, Outcome.REJECTED, detail=probe.detail, request_id=probe.request_id)

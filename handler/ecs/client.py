@@ -14,6 +14,9 @@ from handler.outcomes import Outcome, Pair, Result
 
 
 def _segment(value: str) -> str:
+    """Percent-encode one path segment; `.` and `..` too, so no key is a dot segment."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 
@@ -62,6 +65,8 @@ class EcsClient:
             return await self._http.request(method, path, headers=headers, timeout=timeout)
 
     async def _attempt(self, pair: Pair, deadline: float | None) -> Reply:
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise TimeoutError  # no request is started once the deadline has passed
         reply = classify_delete(await self._send("DELETE", pair, metadata_path(pair), deadline))
         if reply.outcome is None:
             probe = await self._send("GET", pair, metadata_path(pair, with_key=False), deadline)

@@ -161,6 +161,8 @@ def sign_request(request: httpx.Request, credentials: Credentials, now: dt.datet
         request.headers[DATE_HEADER] = now.strftime(DATE_FORMAT)
     if credentials.security_token:
         request.headers["X-Security-Token"] = credentials.security_token
+    else:
+        request.headers.pop("X-Security-Token", None)
     signed, to_sign = string_to_sign(request, request.headers[DATE_HEADER])
     signature = hmac.new(credentials.sk.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
     request.headers["Authorization"] = (
