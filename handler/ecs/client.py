@@ -79,7 +79,6 @@ class EcsClient:
         """Delete one key and return its outcome; never raises for HTTP or network failures."""
         state = RetryState(deadline)
         tries = 0
-        last: Reply | None = None
         error: Exception | None = None
         try:
             async with asyncio.timeout_at(deadline):
@@ -88,61 +87,45 @@ class EcsClient:
                     with attempt:
                         try:
                             reply = await self._attempt(pair, deadline)
-                        except RetryableReply as exc:
-                            last, error = exc.reply, exc
-                            raise
-                        except httpx.TransportError as exc:
+                        except (RetryableReply, httpx.TransportError) as exc:
                             error = exc
                             raise
                         assert reply.outcome is not None
-                        return _result(pair, reply, reply.outcome, tries)
+                        return _result(pair, reply.outcome, tries, reply)
         except TimeoutError:
-            return _failure(
-                pair, Outcome.DEADLINE, tries, last, error, "the invocation's time ran out"
-            )
+            return _failed(pair, Outcome.DEADLINE, tries, error, "the invocation's time ran out")
         except RetryableReply as exc:
-            outcome = exc.reply.outcome or Outcome.RETRIES_EXHAUSTED
             if state.stopped_for_deadline:
-                outcome = Outcome.DEADLINE
-            return _result(pair, exc.reply, outcome, tries)
+                why = "the wait asked by Retry-After would pass the deadline"
+                return _failed(pair, Outcome.DEADLINE, tries, exc, why)
+            return _failed(pair, exc.reply.outcome or Outcome.RETRIES_EXHAUSTED, tries, exc)
         except httpx.TransportError as exc:
-            return _failure(pair, Outcome.RETRIES_EXHAUSTED, tries, None, exc, None)
+            return _failed(pair, Outcome.RETRIES_EXHAUSTED, tries, exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
 
-def _result(pair: Pair, reply: Reply, outcome: Outcome, tries: int) -> Result:
+def _result(
+    pair: Pair, outcome: Outcome, tries: int, reply: Reply, detail: str | None = None
+) -> Result:
     return Result(
         outcome,
         pair=pair,
-        detail=reply.detail,
+        detail=detail or reply.detail,
         status=reply.status,
         attempts=tries,
         request_id=reply.request_id,
     )
 
 
-def _describe(error: Exception) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _failure(
-    pair: Pair,
-    outcome: Outcome,
-    tries: int,
-    last: Reply | None,
-    error: Exception | None,
-    why: str | None,
+def _failed(
+    pair: Pair, outcome: Outcome, tries: int, error: Exception | None, why: str | None = None
 ) -> Result:
-    if last is not None and error is not None and isinstance(error, RetryableReply):
-        detail = f"{why}; last answer HTTP {last.status}: {last.detail}" if why else last.detail
-        return Result(
-            outcome,
-            pair=pair,
-            detail=detail,
-            status=last.status,
-            attempts=tries,
-            request_id=last.request_id,
-        )
-    parts = [p for p in (why, _describe(error) if error else None) if p]
+    """The result of a pair whose last attempt failed, saying why and what was last seen."""
+    if isinstance(error, RetryableReply):
+        reply = error.reply
+        detail = f"{why}; last answer HTTP {reply.status}: {reply.detail}" if why else None
+        return _result(pair, outcome, tries, reply, detail)
+    parts = [why] if why else []
+    if error is not None:
+        parts.append(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
     return Result(outcome, pair=pair, detail="; ".join(parts) or None, attempts=tries)
