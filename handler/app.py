@@ -18,6 +18,7 @@ from handler.ecs.retry import install_retry_logging
 from handler.ecs.signing import (
     AkSkAuth,
     Credentials,
+    CredentialsUnavailableError,
     StaticCredentials,
     SwappableCredentials,
     TokenAuth,
@@ -27,7 +28,14 @@ from handler.pipeline import Run, process, summarise
 from handler.plan import Policy
 from handler.sources import UnknownEventError, detect
 
-__all__ = ["DeadLetterWriteError", "Runtime", "handler", "lambda_handler", "reset_runtime"]
+__all__ = [
+    "CredentialsUnavailableError",
+    "DeadLetterWriteError",
+    "Runtime",
+    "handler",
+    "lambda_handler",
+    "reset_runtime",
+]
 
 _log = structlog.get_logger("handler.app")
 
@@ -111,8 +119,16 @@ class Runtime:
         self.cold_start = False
         if self._fg_credentials is not None:
             self._context_credentials = functiongraph_credentials(context)
-            if self._context_credentials is not None:
-                creds = self._context_credentials
+            creds = self._context_credentials
+            if creds is None and not self.config.dry_run:
+                message = (
+                    "no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, or "
+                    "ECS_AUTH_TOKEN, or give the FunctionGraph function an agency so its context "
+                    "carries temporary credentials"
+                )
+                _log.error("no credentials", error=message)
+                raise CredentialsUnavailableError(message)
+            if creds is not None:
                 logs.REDACTOR.add([creds.ak, creds.sk, creds.security_token])
             self._fg_credentials.invalidate()
         try:

@@ -308,3 +308,15 @@ def test_dot_keys_stay_one_segment_on_the_wire(
         f"/v2.1/{DEMO_PROJECT}/servers/{WEB1}/metadata/%2E",
     }
     assert metadata_of(sandbox, WEB1)  # the server and its keys are all still there
+
+
+def test_no_credentials_anywhere_fails_loudly_before_any_work(
+    sandbox: Sandbox, dead_letters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECS_ENDPOINT", sandbox.url)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", DEMO_PROJECT)
+    monkeypatch.setenv("DEAD_LETTER_URL", str(dead_letters))
+    with pytest.raises(app.CredentialsUnavailableError, match="HUAWEICLOUD_SDK_AK"):
+        app.handler({"server_id": WEB1, "key": "owner"}, None)
+    assert sandbox.requests() == []
+    assert not dead_letters.exists()
