@@ -7,6 +7,8 @@ from typing import Protocol
 
 from handler.outcomes import Pair, Result
 
+Server = tuple[str, str]
+
 
 class Deleter(Protocol):
     """Anything that deletes one pair and answers with its outcome (the ECS client)."""
@@ -17,39 +19,59 @@ class Deleter(Protocol):
 
 
 class Executor:
-    """Settle pairs for one invocation; the client bounds the requests in flight."""
+    """Settle pairs for one invocation; the client bounds the requests in flight.
+
+    Each pair is deleted once per invocation: the first unit to ask owns it, later ones wait for
+    its result. A unit's own pairs run as one task per server, so one server's keys go one after
+    another (a per-server lock keeps units that share a server in order too), and different
+    servers run in parallel.
+    """
 
     def __init__(self, deleter: Deleter, *, deadline: float | None) -> None:
         self._deleter = deleter
         self.deadline = deadline
         self._settled: dict[Pair, asyncio.Future[Result]] = {}
-        self._servers: dict[tuple[str, str], asyncio.Lock] = {}
+        self._servers: dict[Server, asyncio.Lock] = {}
 
     async def settle(self, pair: Pair) -> Result:
-        """Delete a pair once per invocation, after the earlier pairs of the same server."""
-        future = self._settled.get(pair)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._settled[pair] = future
-            server = (pair.project_id, pair.server_id)
-            lock = self._servers.get(server)
-            if lock is None:
-                lock = self._servers[server] = asyncio.Lock()
-            try:
-                async with lock:
-                    result = await self._deleter.delete_metadata(pair, deadline=self.deadline)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: the caller re-raises it
-                raise
-            future.set_result(result)
-            return result
-        return await asyncio.shield(future)
+        """Settle one pair."""
+        (result,) = await self.settle_all([pair])
+        return result
 
     async def settle_all(self, pairs: list[Pair]) -> list[Result]:
-        """Settle several pairs concurrently, in the order given."""
-        if not pairs:
-            return []
-        if len(pairs) == 1:
-            return [await self.settle(pairs[0])]
-        return list(await asyncio.gather(*(self.settle(p) for p in pairs)))
+        """Settle pairs, returning their results in the order given."""
+        loop = asyncio.get_running_loop()
+        mine: dict[Server, list[tuple[Pair, asyncio.Future[Result]]]] = {}
+        waits: list[asyncio.Future[Result]] = []
+        for pair in pairs:
+            future = self._settled.get(pair)
+            if future is None:
+                # Claimed here, before any await: no other unit can claim the same pair.
+                future = self._settled[pair] = loop.create_future()
+                mine.setdefault((pair.project_id, pair.server_id), []).append((pair, future))
+            waits.append(future)
+        runs = [self._run_server(server, group) for server, group in mine.items()]
+        if len(runs) == 1:
+            await runs[0]
+        elif runs:
+            await asyncio.gather(*runs)
+        # Pairs claimed by another unit finish in that unit's task; no lock is held here.
+        return [await asyncio.shield(future) for future in waits]
+
+    async def _run_server(
+        self, server: Server, group: list[tuple[Pair, asyncio.Future[Result]]]
+    ) -> None:
+        lock = self._servers.get(server)
+        if lock is None:
+            lock = self._servers[server] = asyncio.Lock()
+        async with lock:
+            for index, (pair, future) in enumerate(group):
+                try:
+                    result = await self._deleter.delete_metadata(pair, deadline=self.deadline)
+                except BaseException as exc:
+                    for _, pending in group[index:]:
+                        if not pending.done():
+                            pending.set_exception(exc)
+                            pending.exception()  # retrieved: the caller re-raises it
+                    raise
+                future.set_result(result)

@@ -78,29 +78,46 @@ class EcsClient:
     async def delete_metadata(self, pair: Pair, *, deadline: float | None = None) -> Result:
         """Delete one key and return its outcome; never raises for HTTP or network failures."""
         state = RetryState(deadline)
-        tries = 0
-        error: Exception | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                async for attempt in attempts(self._max_attempts, state):
-                    tries = attempt.num
-                    with attempt:
-                        try:
-                            reply = await self._attempt(pair, deadline)
-                        except (RetryableReply, httpx.TransportError) as exc:
-                            error = exc
-                            raise
-                        assert reply.outcome is not None
-                        return _result(pair, reply.outcome, tries, reply)
+                try:
+                    reply = await self._attempt(pair, deadline)
+                except (RetryableReply, httpx.TransportError) as exc:
+                    state.error = exc
+                    return await self._retry(pair, state)
         except TimeoutError:
-            return _failed(pair, Outcome.DEADLINE, tries, error, "the invocation's time ran out")
+            why = "the invocation's time ran out"
+            return _failed(pair, Outcome.DEADLINE, state.tries, state.error, why)
+        assert reply.outcome is not None
+        return _result(pair, reply.outcome, 1, reply)
+
+    async def _retry(self, pair: Pair, state: RetryState) -> Result:
+        """Go on after a failed first attempt; stamina decides, starting from that failure."""
+        replay = state.error
+        try:
+            async for attempt in attempts(self._max_attempts, state):
+                state.tries = attempt.num
+                with attempt:
+                    if replay is not None:
+                        # The first attempt already ran (the fast path): hand its failure to
+                        # stamina, so the decision and the wait are stamina's as for any other.
+                        failure: Exception = replay
+                        replay = None
+                        raise failure
+                    try:
+                        reply = await self._attempt(pair, state.deadline)
+                    except (RetryableReply, httpx.TransportError) as exc:
+                        state.error = exc
+                        raise
+                    assert reply.outcome is not None
+                    return _result(pair, reply.outcome, state.tries, reply)
         except RetryableReply as exc:
             if state.stopped_for_deadline:
                 why = "the wait asked by Retry-After would pass the deadline"
-                return _failed(pair, Outcome.DEADLINE, tries, exc, why)
-            return _failed(pair, exc.reply.outcome or Outcome.RETRIES_EXHAUSTED, tries, exc)
+                return _failed(pair, Outcome.DEADLINE, state.tries, exc, why)
+            return _failed(pair, exc.reply.outcome or Outcome.RETRIES_EXHAUSTED, state.tries, exc)
         except httpx.TransportError as exc:
-            return _failed(pair, Outcome.RETRIES_EXHAUSTED, tries, exc)
+            return _failed(pair, Outcome.RETRIES_EXHAUSTED, state.tries, exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
 

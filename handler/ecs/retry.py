@@ -28,9 +28,11 @@ class RetryableReply(Exception):
 
 @dataclass(slots=True)
 class RetryState:
-    """What the retry loop learnt: whether it stopped because the deadline was near."""
+    """One pair's attempts so far: how many, the last failure, and if the deadline stopped them."""
 
     deadline: float | None
+    tries: int = 1
+    error: Exception | None = None
     stopped_for_deadline: bool = False
 
 
