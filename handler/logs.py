@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ POWERTOOLS_ORDER = (
     "correlation_id",
 )
 REDACTED = "***"
+_CONTAINERS = frozenset({dict, list, tuple})
 _SECRET_FIELD = re.compile(
     r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature)$",
     re.IGNORECASE,
@@ -48,7 +50,10 @@ class Redactor:
         """Remember more secret values (short values under 4 characters are ignored)."""
         with self._lock:
             known = set(self._secrets)
-            known.update(v for v in values if v and len(v) >= 4)
+            for value in values:
+                if value and len(value) >= 4:
+                    # Also the form a secret takes inside a JSON string, for rendered lines.
+                    known.update({value, json.dumps(value, ensure_ascii=False)[1:-1]})
             self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def clear(self) -> None:
@@ -65,26 +70,41 @@ class Redactor:
 
     def value(self, value: Any, key: str | None = None) -> Any:
         """Return a JSON-like value with secrets and secret-named fields replaced by ***."""
-        if key is not None and _SECRET_FIELD.search(key) and value not in (None, ""):
+        if key is not None and _is_secret_field(key) and value is not None and value != "":
             return REDACTED
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             return self.text(value) if self._secrets else value
+        if value is None or kind is int or kind is bool or kind is float:
+            return value
         if isinstance(value, dict):
             return {k: self.value(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
-        if isinstance(value, int | float | bool) or value is None:
-            return value
+        if isinstance(value, str | int | float):
+            return self.text(str(value)) if isinstance(value, str) else value
         return self.text(str(value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_field(key: str) -> bool:
+    return _SECRET_FIELD.search(key) is not None
 
 
 REDACTOR = Redactor()
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
-    """Processor: replace secrets and secret-named fields with ***."""
+    """Processor: replace secret-named fields (at any depth) with ***.
+
+    Secret values inside text are replaced in the rendered line (see `render_json`): one scan
+    of one string instead of one per field.
+    """
     for key, value in event_dict.items():
-        event_dict[key] = REDACTOR.value(value, key)
+        if _is_secret_field(key) and value is not None and value != "":
+            event_dict[key] = REDACTED
+        elif type(value) in _CONTAINERS:
+            event_dict[key] = REDACTOR.value(value, key)
     return event_dict
 
 
@@ -98,12 +118,16 @@ def add_location(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Processor: `function:line` of the caller, as Powertools' `location`."""
     frame = sys._getframe(1)  # the cheap way to find the caller
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not any(part in filename for part in _SKIP_FRAMES):
+        if not _is_logging_frame(frame.f_code.co_filename):
             event_dict["location"] = f"{frame.f_code.co_name}:{frame.f_lineno}"
             break
         frame = frame.f_back  # type: ignore[assignment]
     return event_dict
+
+
+@functools.lru_cache(maxsize=256)
+def _is_logging_frame(filename: str) -> bool:
+    return any(part in filename for part in _SKIP_FRAMES)
 
 
 def add_timestamp(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -130,8 +154,9 @@ def powertools_order(_: Any, __: str, event_dict: EventDict) -> EventDict:
 
 
 def render_json(_: Any, __: str, event_dict: EventDict) -> str:
-    """Processor: one compact JSON object."""
-    return json.dumps(event_dict, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Processor: one compact JSON object, with every known secret replaced by ***."""
+    line = json.dumps(event_dict, separators=(",", ":"), ensure_ascii=False, default=str)
+    return REDACTOR.text(line)
 
 
 _STREAM: TextIO | None = None

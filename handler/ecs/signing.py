@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,6 +103,9 @@ def _quote_segment(segment: str) -> str:
 
 def canonical_uri(raw_path: str) -> str:
     """Return the canonical URI of a wire path: each segment re-encoded, always ending in '/'."""
+    if _PLAIN_PATH.fullmatch(raw_path) and raw_path.startswith("/"):
+        # Nothing to decode or encode: the segments are canonical already.
+        return raw_path if raw_path.endswith("/") else raw_path + "/"
     segments = [_quote_segment(unquote(part)) for part in raw_path.split("/")]
     path = "/".join(segments)
     if not path.startswith("/"):
@@ -123,20 +127,23 @@ def canonical_query(raw_query: str) -> str:
     return "&".join(f"{name}={value}" for name, value in params)
 
 
-def _should_sign(name: str) -> bool:
-    return "_" not in name and (name in _ALWAYS_SIGNED or name.startswith("x-"))
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
+_ALWAYS_SIGNED = frozenset({b"host", b"content-type"})
+_EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-_ALWAYS_SIGNED = frozenset({"host", "content-type"})
+def _should_sign(name: bytes) -> bool:
+    return b"_" not in name and (name in _ALWAYS_SIGNED or name.startswith(b"x-"))
 
 
 def string_to_sign(request: httpx.Request, date: str) -> tuple[str, str]:
     """Return the signed header list and the string to sign for a request."""
     headers: dict[str, str] = {}
-    for name, value in request.headers.multi_items():
-        lower = name.lower()
+    encoding = request.headers.encoding
+    for raw_name, raw_value in request.headers.raw:
+        lower = raw_name.lower()
         if _should_sign(lower):
-            headers[lower] = value.strip()
+            headers[lower.decode("ascii")] = raw_value.decode(encoding).strip()
     signed = sorted(headers)
     raw_path = request.url.raw_path.decode("ascii")
     path, _, query = raw_path.partition("?")
@@ -148,7 +155,7 @@ def string_to_sign(request: httpx.Request, date: str) -> tuple[str, str]:
             canonical_query(query),
             "".join(f"{name}:{headers[name]}\n" for name in signed),
             ";".join(signed),
-            hashlib.sha256(body).hexdigest(),
+            hashlib.sha256(body).hexdigest() if body else _EMPTY_BODY_SHA256,
         ]
     )
     digest = hashlib.sha256(canonical.encode()).hexdigest()
