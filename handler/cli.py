@@ -137,6 +137,7 @@ def sandbox_environment(seed_path: Path | None = None) -> Iterator[Any]:
 def _invoke(args: argparse.Namespace) -> int:
     from handler import app, logs
     from handler.config import ConfigError
+    from handler.runtime import DeadLetterWriteError
     from handler.sources import UnknownEventError
 
     event = read_event(args.event)
@@ -160,7 +161,7 @@ def _invoke(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except (UnknownEventError, app.DeadLetterWriteError) as exc:
+        except (UnknownEventError, DeadLetterWriteError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     print(json.dumps(response, indent=2, ensure_ascii=False))

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
-import stamina
 import structlog
 
 from handler.ecs.classify import Reply
+
+if TYPE_CHECKING:
+    import stamina
+    from stamina.instrumentation import RetryDetails
 
 #: Exponential backoff with jitter between attempts (seconds).
 WAIT_INITIAL_S = 0.2
@@ -54,6 +58,11 @@ def _backoff_hook(state: RetryState) -> Callable[[Exception], bool | float]:
 
 def attempts(max_attempts: int, state: RetryState) -> AsyncIterator[stamina.Attempt]:
     """Return stamina's attempts for one pair: transport errors and retryable replies retried."""
+    # stamina (and tenacity) load on the first retry: a pair that succeeds first time, which
+    # is nearly every pair, never needs them.
+    import stamina
+
+    install_retry_logging()
     return stamina.retry_context(
         on=_backoff_hook(state),
         attempts=max_attempts,
@@ -64,7 +73,7 @@ def attempts(max_attempts: int, state: RetryState) -> AsyncIterator[stamina.Atte
     ).__aiter__()
 
 
-def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+def _log_retry(details: RetryDetails) -> None:
     cause = details.caused_by
     reason = (
         f"HTTP {cause.reply.status}" if isinstance(cause, RetryableReply) else type(cause).__name__
@@ -77,6 +86,14 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
     )
 
 
+_installed = False
+
+
 def install_retry_logging() -> None:
     """Replace stamina's default hooks, which log call arguments, with one that logs none."""
-    stamina.instrumentation.set_on_retry_hooks([_log_retry])
+    global _installed
+    if not _installed:
+        from stamina.instrumentation import set_on_retry_hooks
+
+        set_on_retry_hooks([_log_retry])
+        _installed = True

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
+
 import httpx
-from yarl import URL
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -21,6 +24,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
+        # aiohttp is imported on the first request, not with the module: it builds its TLS
+        # contexts at import (~35 ms), which belongs to the first call, not to every import.
+        import aiohttp
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=self._keepalive_s
@@ -34,6 +41,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request through aiohttp and return the whole response to httpx."""
+        import aiohttp
+        from yarl import URL
+
         timeouts = request.extensions.get("timeout", {})
         timeout = aiohttp.ClientTimeout(
             total=None,
