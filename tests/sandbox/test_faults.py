@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import statistics
 import time
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 
 from handler.sandbox import Sandbox
 from handler.sandbox.faults import FaultInjector, parse_faults
+from handler.sandbox.seed import parse_seed
+from handler.sandbox.server import SandboxApp
 from tests.sandbox._demo import DB1, PROJECT, TOKEN, WEB1, item_path
 
 THROTTLED = (
@@ -222,3 +226,27 @@ def test_latency_argument_overrides_the_fault_file() -> None:
         assert http.delete(item_path(WEB1, "owner")).status_code == 204
         elapsed = time.perf_counter() - started
     assert 0.09 <= elapsed < 1.0
+
+
+def test_latency_holds_the_asked_time_on_average_despite_late_timers() -> None:
+    """The sandbox learns how late its timers fire and sleeps that much less."""
+
+    async def measure() -> tuple[list[float], list[float]]:
+        app = SandboxApp(parse_seed(None), parse_faults(None))
+        loop = asyncio.get_running_loop()
+        plain: list[float] = []
+        held: list[float] = []
+        for _ in range(40):
+            start = loop.time()
+            await asyncio.sleep(0.01)
+            plain.append(loop.time() - start)
+            start = loop.time()
+            await app._hold(0.01)
+            held.append(loop.time() - start)
+        return plain[15:], held[15:]
+
+    plain, held = asyncio.run(measure())
+    error_plain = abs(statistics.mean(plain) - 0.01)
+    error_held = abs(statistics.mean(held) - 0.01)
+    assert error_held <= error_plain + 0.0002
+    assert min(held) >= 0.01 - 0.0025  # it never cuts more than its 2 ms bound
