@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck pytest demo sandbox package clean
+.PHONY: test lint typecheck pytest demo sandbox package bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict handler
+	$(VENV)/bin/mypy --strict handler bench
 
 pytest: $(STAMP)
 	$(PY) -m pytest --cov=handler --cov-report=term:skip-covered -q
@@ -29,6 +29,16 @@ demo: $(STAMP)
 
 sandbox: $(STAMP)
 	$(PY) -m handler sandbox
+
+BENCH_STAMP = $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# One run of every benchmark against the sandbox; prints the table, writes bench/results/.
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py
 
 package: $(STAMP)
 	PY=$(PY) bash infra/package.sh

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402 - the path above makes `bench` importable as a script
+from bench.common import (
     AK,
     PROJECT,
     ROOT,
@@ -47,7 +46,14 @@ LATENCY_MS = 20.0
 KEYS = 10
 FAULTS = {
     "seed": 4,
-    "rates": {"503": 0.05, "429": 0.03, "502": 0.01, "drop": 0.01, "lost_response": 0.01, "slow": 0.01},
+    "rates": {
+        "503": 0.05,
+        "429": 0.03,
+        "502": 0.01,
+        "drop": 0.01,
+        "lost_response": 0.01,
+        "slow": 0.01,
+    },
     "retry_after_s": 1,
     "retry_after_ratio": 0.5,
     "slow_ms": 1500,
@@ -63,7 +69,7 @@ def _python() -> str:
 
 @contextmanager
 def function_env(url: str, **extra: str) -> Iterator[None]:
-    """Point the in-process function at a sandbox (AK/SK), logs to /dev/null, dead letters to a file."""
+    """Point the in-process function at a sandbox (AK/SK), logs dropped, dead letters to a file."""
     from handler import app, logs
 
     saved = dict(os.environ)
@@ -118,7 +124,7 @@ def _median_wall(cmd: list[str], runs: int, env: dict[str, str] | None = None) -
 
 
 def bench_cold(runs: int) -> dict[str, Any]:
-    """Median wall time of fresh interpreters: the floor, our import, a first invocation, the SDK."""
+    """Median wall time of fresh interpreters: the floor, our import and first call, the SDK."""
     event = json.dumps({"server_id": server_id(0), "key": "k0"})
     out: dict[str, Any] = {"runs": runs}
     out["floor_ms"] = _median_wall([_python(), "-c", "import httpx, pydantic, structlog"], runs)
@@ -151,12 +157,15 @@ def bench_throughput(pairs: int, levels: list[int]) -> list[dict[str, Any]]:
     rows = []
     servers = pairs // KEYS
     for level in levels:
-        with SandboxProcess(make_seed(servers, KEYS), latency_ms=LATENCY_MS) as sandbox:
-            with function_env(sandbox.url, MAX_CONCURRENCY=str(level)):
-                warm(sandbox.url)
-                box_cpu = sandbox.cpu_seconds()
-                response, wall, cpu = run_function(pairs_event(servers, KEYS))
-                box_cpu = sandbox.cpu_seconds() - box_cpu
+        seed = make_seed(servers, KEYS)
+        with (
+            SandboxProcess(seed, latency_ms=LATENCY_MS) as sandbox,
+            function_env(sandbox.url, MAX_CONCURRENCY=str(level)),
+        ):
+            warm(sandbox.url)
+            box_cpu = sandbox.cpu_seconds()
+            response, wall, cpu = run_function(pairs_event(servers, KEYS))
+            box_cpu = sandbox.cpu_seconds() - box_cpu
         summary = response["summary"]
         ideal = level / (LATENCY_MS / 1000)
         rows.append(
@@ -198,13 +207,13 @@ def _paths(servers: int) -> list[str]:
 
 
 async def _bare_httpx(url: str, paths: list[str], n: int) -> None:
-    import httpx
-
+    from handler.ecs.client import CookielessClient
     from handler.ecs.transport import AiohttpTransport
 
     transport = AiohttpTransport(max_connections=n)
     headers = {"X-Auth-Token": TOKEN}
-    async with httpx.AsyncClient(base_url=url, transport=transport, headers=headers) as client:
+    # The function's own client class and transport: what is left over is the function's work.
+    async with CookielessClient(base_url=url, transport=transport, headers=headers) as client:
 
         async def send(path: str) -> int:
             return (await client.delete(path)).status_code
@@ -274,7 +283,11 @@ def bench_memory(pairs: int) -> dict[str, Any]:
             [_python(), "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
         )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"pairs": servers * KEYS, "deleted": result["deleted"], "peak_rss_mib": result["rss_kib"] / 1024}
+    return {
+        "pairs": servers * KEYS,
+        "deleted": result["deleted"],
+        "peak_rss_mib": result["rss_kib"] / 1024,
+    }
 
 
 # --------------------------------------------------------------------------- 5. the official SDK
@@ -359,56 +372,112 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu})"
+    return f"{system}, Python {platform.python_version()}"
+
+
+def _md(headers: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
+    """A Markdown table: the first `right_from` columns left-aligned, the rest right-aligned."""
+    rules = ["---" if i < right_from else "---:" for i in range(len(headers))]
+    return [f"| {' | '.join(cells)} |" for cells in [headers, rules, *rows]] + [""]
+
+
+def _cold_lines(cold: dict[str, Any]) -> list[str]:
+    floor = cold["floor_ms"]
+    entries = [
+        ("floor: `import httpx, pydantic, structlog`", floor),
+        ("`import handler.app`", cold["import_ms"]),
+        ("import + first invocation (1 pair, signed, over loopback)", cold["first_invocation_ms"]),
+    ]
+    if cold.get("sdk_import_ms"):
+        entries.append(
+            ("official SDK: `from huaweicloudsdkecs.v2 import EcsClient`", cold["sdk_import_ms"])
+        )
+    rows = [[name, f"{ms:.0f}", f"{ms / floor:.2f}"] for name, ms in entries]
+    title = f"**1. Cold start** (median wall time of {cold['runs']} fresh interpreters)"
+    return [title, "", *_md(["command", "ms", "x floor"], rows)]
+
+
+def _throughput_lines(rows: list[dict[str, Any]]) -> list[str]:
+    headers = ["MAX_CONCURRENCY", "ideal pairs/s", "pairs/s", "% of ideal"]
+    headers += ["function CPU %", "sandbox CPU %", "CPU µs/pair"]
+    cells = [
+        [
+            str(r["concurrency"]),
+            f"{r['ideal_per_s']:,.0f}",
+            f"{r['pairs_per_s']:,.0f}",
+            f"{100 * r['pairs_per_s'] / r['ideal_per_s']:.1f}",
+            f"{r['client_cpu_pct']:.0f}",
+            f"{r['sandbox_cpu_pct']:.0f}",
+            f"{r['cpu_us_per_pair']:.0f}",
+        ]
+        for r in rows
+    ]
+    title = f"**2. Throughput** ({rows[0]['pairs']:,} pairs, {LATENCY_MS:.0f} ms per request)"
+    return [title, "", *_md(headers, cells, right_from=0)]
+
+
+def _cpu_lines(cpu: dict[str, Any]) -> list[str]:
+    bare = cpu["bare_httpx_us"]
+    rows = [
+        ["the function (validation, signing, retries, logs)", cpu["function_us"]],
+        ["bare loop of DELETEs, same httpx client and transport", bare],
+        ["raw aiohttp, no httpx", cpu["raw_aiohttp_us"]],
+    ]
+    cells = [[name, f"{us:.0f}", f"{us / bare:.2f}"] for name, us in rows]
+    title = (
+        f"**3. CPU per pair** ({cpu['pairs']:,} pairs, {cpu['concurrency']} in flight, "
+        "no added latency)"
+    )
+    return [title, "", *_md(["client", "CPU µs/pair", "x bare httpx"], cells)]
+
+
+def _peer_lines(peer: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    cells = [
+        [
+            f"the function, MAX_CONCURRENCY={ours['concurrency']}",
+            f"{ours['pairs_per_s']:,.0f}",
+            f"{ours['cpu_us_per_pair']:.0f}",
+        ],
+        [
+            f"huaweicloudsdkecs `delete_server_metadata`, {peer['concurrency']} threads",
+            f"{peer['pairs_per_s']:,.0f}",
+            f"{peer['cpu_us_per_pair']:.0f}",
+        ],
+        [
+            "the function / the SDK",
+            f"{ours['pairs_per_s'] / peer['pairs_per_s']:.2f}x",
+            f"{ours['cpu_us_per_pair'] / peer['cpu_us_per_pair']:.2f}x",
+        ],
+    ]
+    title = (
+        f"**5. The official SDK** ({peer['pairs']:,} pairs, {peer['concurrency']} in flight, "
+        f"{LATENCY_MS:.0f} ms latency)"
+    )
+    return [title, "", *_md(["client", "pairs/s", "CPU µs/pair"], cells)]
+
+
+def _faults_line(faults: dict[str, Any]) -> list[str]:
+    return [
+        f"**6. Under faults** ({faults['pairs']:,} pairs, MAX_CONCURRENCY={faults['concurrency']}, "
+        f"{LATENCY_MS:.0f} ms latency, real backoff; per-DELETE fault rates "
+        f"{json.dumps(faults['faults']['rates'])}, Retry-After 1 s on half the 429s): "
+        f"**{faults['pairs_per_s']:,.0f} pairs/s**, {faults['settled']:,} settled, "
+        f"{faults['dead_lettered']:,} dead-lettered, {faults['keys_left']:,} keys left.",
+        "",
+    ]
 
 
 def table(results: dict[str, Any]) -> str:
-    """Render the results as the Markdown table the README keeps."""
+    """Render the results as the Markdown the README keeps."""
     lines = [f"Run {results['date']} on {results['machine']}.", ""]
-    cold = results.get("cold")
-    if cold:
-        floor = cold["floor_ms"]
-        lines += [
-            f"**1. Cold start** (median wall time of {cold['runs']} fresh interpreters)",
-            "",
-            "| command | ms | × floor |",
-            "| --- | ---: | ---: |",
-            f"| floor: `import httpx, pydantic, structlog` | {floor:.0f} | 1.00 |",
-            f"| `import handler.app` | {cold['import_ms']:.0f} | {cold['import_ms'] / floor:.2f} |",
-            f"| import + first invocation (1 pair, signed, over loopback) | {cold['first_invocation_ms']:.0f} | {cold['first_invocation_ms'] / floor:.2f} |",
-        ]
-        if cold.get("sdk_import_ms"):
-            lines.append(
-                f"| official SDK: `from huaweicloudsdkecs.v2 import EcsClient` | {cold['sdk_import_ms']:.0f} | {cold['sdk_import_ms'] / floor:.2f} |"
-            )
-        lines.append("")
-    rows = results.get("throughput")
+    if results.get("cold"):
+        lines += _cold_lines(results["cold"])
+    rows = results.get("throughput") or []
     if rows:
-        lines += [
-            f"**2. Throughput** ({rows[0]['pairs']:,} pairs, {LATENCY_MS:.0f} ms per request in the sandbox)",
-            "",
-            "| MAX_CONCURRENCY | ideal pairs/s | pairs/s | % of ideal | function CPU % | sandbox CPU % | CPU µs/pair |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['concurrency']} | {r['ideal_per_s']:,.0f} | {r['pairs_per_s']:,.0f} | "
-                f"{100 * r['pairs_per_s'] / r['ideal_per_s']:.1f} | {r['client_cpu_pct']:.0f} | "
-                f"{r['sandbox_cpu_pct']:.0f} | {r['cpu_us_per_pair']:.0f} |"
-            )
-        lines.append("")
-    cpu = results.get("cpu")
-    if cpu:
-        lines += [
-            f"**3. CPU per pair** ({cpu['pairs']:,} pairs, {cpu['concurrency']} in flight, no added latency)",
-            "",
-            "| client | CPU µs/pair | × bare httpx |",
-            "| --- | ---: | ---: |",
-            f"| the function (validation, signing, retries, logs, dead letters) | {cpu['function_us']:.0f} | {cpu['ratio_to_bare']:.2f} |",
-            f"| bare loop of DELETEs, same httpx client and transport | {cpu['bare_httpx_us']:.0f} | 1.00 |",
-            f"| raw aiohttp, no httpx | {cpu['raw_aiohttp_us']:.0f} | {cpu['raw_aiohttp_us'] / cpu['bare_httpx_us']:.2f} |",
-            "",
-        ]
+        lines += _throughput_lines(rows)
+    if results.get("cpu"):
+        lines += _cpu_lines(results["cpu"])
     memory = results.get("memory")
     if memory:
         lines += [
@@ -417,28 +486,11 @@ def table(results: dict[str, Any]) -> str:
             "",
         ]
     peer = results.get("peer")
-    ours = next((r for r in rows or [] if r["concurrency"] == (peer or {}).get("concurrency")), None)
+    ours = next((r for r in rows if peer and r["concurrency"] == peer["concurrency"]), None)
     if peer and ours:
-        lines += [
-            f"**5. The official SDK** ({peer['pairs']:,} pairs, {peer['concurrency']} in flight, {LATENCY_MS:.0f} ms latency)",
-            "",
-            "| client | pairs/s | CPU µs/pair |",
-            "| --- | ---: | ---: |",
-            f"| the function, MAX_CONCURRENCY={ours['concurrency']} | {ours['pairs_per_s']:,.0f} | {ours['cpu_us_per_pair']:.0f} |",
-            f"| huaweicloudsdkecs `delete_server_metadata`, {peer['concurrency']} threads | {peer['pairs_per_s']:,.0f} | {peer['cpu_us_per_pair']:.0f} |",
-            f"| ratio | {ours['pairs_per_s'] / peer['pairs_per_s']:.2f}× | {ours['cpu_us_per_pair'] / peer['cpu_us_per_pair']:.2f}× |",
-            "",
-        ]
-    faults = results.get("faults")
-    if faults:
-        lines += [
-            f"**6. Under faults** ({faults['pairs']:,} pairs, MAX_CONCURRENCY={faults['concurrency']}, "
-            f"{LATENCY_MS:.0f} ms latency, per-DELETE faults {json.dumps(faults['faults']['rates'])}, "
-            "real backoff): "
-            f"{faults['pairs_per_s']:,.0f} pairs/s, {faults['settled']:,} settled, "
-            f"{faults['dead_lettered']:,} dead-lettered, {faults['keys_left']:,} keys left in the sandbox.",
-            "",
-        ]
+        lines += _peer_lines(peer, ours)
+    if results.get("faults"):
+        lines += _faults_line(results["faults"])
     return "\n".join(lines)
 
 
@@ -458,10 +510,19 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     if rows:
         levels = [str(r["concurrency"]) for r in rows]
         left.bar(levels, [r["ideal_per_s"] for r in rows], color="#d9d9d9", label="ideal")
-        left.bar(levels, [r["pairs_per_s"] for r in rows], color="#2b6cb0", width=0.5, label="the function")
+        left.bar(
+            levels,
+            [r["pairs_per_s"] for r in rows],
+            color="#2b6cb0",
+            width=0.5,
+            label="the function",
+        )
         if peer:
             left.scatter(
-                [str(peer["concurrency"])], [peer["pairs_per_s"]], color="#c53030", zorder=3,
+                [str(peer["concurrency"])],
+                [peer["pairs_per_s"]],
+                color="#c53030",
+                zorder=3,
                 label="official SDK (threads)",
             )
         left.set_title(f"Pairs per second, {LATENCY_MS:.0f} ms latency")

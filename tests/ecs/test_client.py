@@ -399,3 +399,24 @@ def test_retry_after_beyond_deadline_ends_deadline_promptly(router: respx.Router
     assert result.attempts == 1
     assert route.call_count == 1
     assert elapsed < 0.5
+
+
+def test_cookieless_client_neither_keeps_nor_sends_cookies() -> None:
+    from handler.ecs.client import CookielessClient
+
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(204, headers={"Set-Cookie": "session=abc; Path=/"})
+
+    async def main() -> None:
+        async with CookielessClient(transport=httpx.MockTransport(answer)) as client:
+            await client.delete("http://ecs.test/a")
+            await client.delete("http://ecs.test/b")
+            assert list(client.cookies.jar) == []
+            with pytest.raises(TypeError):
+                client.cookies = {"a": "b"}  # type: ignore[assignment]
+
+    asyncio.run(main())
+    assert seen == [None, None]
