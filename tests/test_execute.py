@@ -196,3 +196,15 @@ def test_many_servers_all_settled() -> None:
     results = asyncio.run(Executor(deleter, deadline=None).settle_all(pairs))
     assert len(results) == count
     assert deleter.max_in_flight == count
+
+
+def test_workers_bound_the_servers_in_progress() -> None:
+    deleter = FakeDeleter(delay=0.01)
+    pairs = [Pair(PROJECT, f"{n:08x}-0000-4000-8000-000000000000", "k") for n in range(12)]
+
+    async def main() -> list[Result]:
+        return await Executor(deleter, deadline=None, workers=3).settle_all(pairs)
+
+    results = asyncio.run(main())
+    assert [r.pair for r in results] == pairs
+    assert deleter.max_in_flight == 3
