@@ -35,3 +35,28 @@ def test_retry_hook_logs_no_call_arguments(capsys: pytest.CaptureFixture[str]) -
     assert '"cause":"HTTP 503"' in out
     assert secret not in out
     structlog.reset_defaults()
+
+
+def test_importing_the_entry_point_loads_no_heavy_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, handler.app; "
+        "print(sorted(m for m in ('aiohttp', 'pydantic_settings', 'stamina', 'handler.runtime')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_warm_up_builds_the_runtime_or_fails_on_bad_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handler.config import ConfigError
+
+    with pytest.raises(ConfigError, match="HUAWEICLOUD_SDK_PROJECT_ID"):
+        app.warm_up()
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("ECS_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("ECS_AUTH_TOKEN", "token-for-warm-up")
+    app.warm_up()
+    assert isinstance(app._RUNTIME, app.Runtime)
