@@ -163,6 +163,12 @@ class Sandbox:
             sock.close()
         finally:
             self._loop = None
+            # Requests still held (a slow fault, a long latency) end with the sandbox, quietly.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             ready.set()
