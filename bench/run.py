@@ -68,6 +68,16 @@ def _python() -> str:
 # --------------------------------------------------------------------------- the function
 
 
+def function_variables(url: str) -> dict[str, str]:
+    """The environment that points the function at a sandbox, AK/SK-signed."""
+    return {
+        "ECS_ENDPOINT": url,
+        "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT,
+        "HUAWEICLOUD_SDK_AK": AK,
+        "HUAWEICLOUD_SDK_SK": SK,
+    }
+
+
 @contextmanager
 def function_env(url: str, **extra: str) -> Iterator[None]:
     """Point the in-process function at a sandbox (AK/SK), logs dropped, dead letters to a file."""
@@ -75,14 +85,8 @@ def function_env(url: str, **extra: str) -> Iterator[None]:
 
     saved = dict(os.environ)
     folder = tempfile.TemporaryDirectory(prefix="janitor-bench-dl-")
-    os.environ.update(
-        ECS_ENDPOINT=url,
-        HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
-        HUAWEICLOUD_SDK_AK=AK,
-        HUAWEICLOUD_SDK_SK=SK,
-        DEAD_LETTER_URL=str(Path(folder.name) / "dl.jsonl"),
-        **extra,
-    )
+    os.environ.update(function_variables(url))
+    os.environ.update(DEAD_LETTER_URL=str(Path(folder.name) / "dl.jsonl"), **extra)
     with Path(os.devnull).open("w") as devnull:
         app.reset_runtime()
         logs.set_stream(devnull)
@@ -131,14 +135,7 @@ def bench_cold(runs: int) -> dict[str, Any]:
     out["floor_ms"] = _median_wall([_python(), "-c", "import httpx, pydantic, structlog"], runs)
     out["import_ms"] = _median_wall([_python(), "-c", "import handler.app"], runs)
     with SandboxProcess(make_seed(1, runs + 2)) as sandbox:
-        env = dict(
-            os.environ,
-            ECS_ENDPOINT=sandbox.url,
-            HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
-            HUAWEICLOUD_SDK_AK=AK,
-            HUAWEICLOUD_SDK_SK=SK,
-            POWERTOOLS_LOG_LEVEL="ERROR",
-        )
+        env = {**os.environ, **function_variables(sandbox.url), "POWERTOOLS_LOG_LEVEL": "ERROR"}
         code = f"import json, handler.app as a; a.handler(json.loads({event!r}))"
         out["first_invocation_ms"] = _median_wall([_python(), "-c", code], runs, env)
     try:
@@ -292,15 +289,12 @@ def bench_memory(pairs: int) -> dict[str, Any]:
         " 'rss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
     )
     with SandboxProcess(make_seed(servers, KEYS)) as sandbox:
-        env = dict(
-            os.environ,
-            ECS_ENDPOINT=sandbox.url,
-            HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
-            HUAWEICLOUD_SDK_AK=AK,
-            HUAWEICLOUD_SDK_SK=SK,
-            POWERTOOLS_LOG_LEVEL="WARNING",
-            PYTHONPATH=str(ROOT),
-        )
+        env = {
+            **os.environ,
+            **function_variables(sandbox.url),
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
         done = subprocess.run(
             [_python(), "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
         )
