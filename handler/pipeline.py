@@ -55,8 +55,9 @@ def _log_result(run: Run, unit: Unit, result: Result, *, redelivered: bool) -> N
 
 async def process_unit(run: Run, unit: Unit) -> UnitReport:
     """Settle one unit's pairs and write the dead letters of those that cannot be settled."""
-    if unit.id:
-        structlog.contextvars.bind_contextvars(correlation_id=unit.id)
+    # Always bound: a FIFO group runs its units in one task, and a unit without an id must not
+    # inherit the previous unit's.
+    structlog.contextvars.bind_contextvars(correlation_id=unit.id)
     plan = make_plan(unit.payload.items, run.policy)
     done = await run.executor.settle_all(plan.to_delete)
     results = [*unit.payload.invalid, *plan.decided, *done]

@@ -149,7 +149,12 @@ class Runtime:
             sink=self.sink,
             invocation_id=invocation.request_id,
         )
-        reports = self.loop.run_until_complete(process(run, source.units(event)))
+        try:
+            reports = self.loop.run_until_complete(process(run, source.units(event)))
+        except BaseException:
+            # The loop outlives the invocation: nothing of a failed one may run in the next.
+            self._cancel_leftovers()
+            raise
         summary = summarise(reports)
         _log.info("invocation summary", source=source.kind, summary=summary)
         failures = [r.dead_letter_error for r in reports if r.dead_letter_error]
@@ -159,6 +164,13 @@ class Runtime:
                 f"{self.sink.description}: {failures[0]}; failing so the platform retries"
             )
         return source.respond(reports, summary)
+
+    def _cancel_leftovers(self) -> None:
+        leftovers = asyncio.all_tasks(self.loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
 
     @classmethod
     def from_environment(cls) -> Runtime:

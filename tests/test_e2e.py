@@ -320,3 +320,35 @@ def test_no_credentials_anywhere_fails_loudly_before_any_work(
         app.handler({"server_id": WEB1, "key": "owner"}, None)
     assert sandbox.requests() == []
     assert not dead_letters.exists()
+
+
+def test_a_failed_invocation_leaves_nothing_running_in_the_warm_loop(
+    sandbox: Sandbox, dead_letters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug mid-invocation must not leave tasks that run during the next invocation."""
+    import asyncio
+
+    from handler.ecs.client import EcsClient
+
+    configure_for(monkeypatch, sandbox, dead_letters)
+    app.warm_up()
+    original = EcsClient.delete_metadata
+    calls: list[str] = []
+
+    async def broken(self: EcsClient, pair: Any, *, deadline: float | None = None) -> Any:
+        calls.append(pair.server_id)
+        if pair.server_id == WEB1:
+            raise RuntimeError("a bug")
+        await asyncio.sleep(0.2)
+        return await original(self, pair, deadline=deadline)
+
+    monkeypatch.setattr(EcsClient, "delete_metadata", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        app.handler([{"server_id": WEB1, "key": "owner"}, {"server_id": DB1, "key": "lease-owner"}])
+    runtime = app._RUNTIME
+    assert runtime is not None
+    assert not asyncio.all_tasks(runtime.loop)
+    monkeypatch.setattr(EcsClient, "delete_metadata", original)
+    assert "lease-owner" in metadata_of(sandbox, DB1)  # the cancelled delete never ran later
+    app.handler({"server_id": WEB1, "key": "owner"}, None)
+    assert "lease-owner" in metadata_of(sandbox, DB1)
