@@ -12,12 +12,13 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from handler.logs import REDACTOR, get_logger
+from handler.logs import REDACTOR, unfiltered_logger
 from handler.outcomes import Result
 
 SCHEMA = "ecs-metadata-janitor/dead-letter/1"
 
-_log = get_logger(__name__)
+#: The longest one POST of dead letters may take (less when the invocation's time is short).
+HTTP_SINK_TIMEOUT_S = 10.0
 
 
 class DeadLetterError(RuntimeError):
@@ -56,8 +57,8 @@ class DeadLetterSink(Protocol):
 
     description: str
 
-    async def write(self, records: list[dict[str, Any]]) -> None:
-        """Store the records or raise DeadLetterError."""
+    async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
+        """Store the records, before the loop time `deadline` if given, or raise DeadLetterError."""
         ...
 
     async def aclose(self) -> None:
@@ -70,10 +71,11 @@ class LogSink:
 
     description = "the log (one 'dead letter' line each)"
 
-    async def write(self, records: list[dict[str, Any]]) -> None:
-        """Log each record."""
+    async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
+        """Log each record, whatever the configured log level: a dead letter is never filtered."""
+        log = unfiltered_logger()
         for record in records:
-            _log.error("dead letter", dead_letter=record)
+            log.error("dead letter", dead_letter=record)
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -99,11 +101,12 @@ class FileSink:
         finally:
             os.close(fd)
 
-    async def write(self, records: list[dict[str, Any]]) -> None:
+    async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
         """Append the records as whole lines in one write, then fsync."""
         if not records:
             return
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        data = lines.encode("utf-8", "backslashreplace")
         async with self._lock:
             try:
                 self._append(data)
@@ -121,18 +124,34 @@ class HttpSink:
 
     def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         parts = urlsplit(url)
-        self.description = f"POST {parts.scheme}://{parts.hostname}{parts.path}"
+        port = f":{parts.port}" if parts.port else ""
+        # No query string and no user info: either may carry a credential.
+        self.description = f"POST {parts.scheme}://{parts.hostname}{port}{parts.path}"
         self._url = url
-        self._http = httpx.AsyncClient(transport=transport, timeout=10.0)
+        self._http = httpx.AsyncClient(transport=transport)
 
-    async def write(self, records: list[dict[str, Any]]) -> None:
-        """POST the records; up to three attempts on network errors and 5xx."""
+    async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
+        """POST the records; up to three attempts on network errors, 429 and 5xx, in time."""
         if not records:
             return
-        last = ""
+        # ASCII JSON: any text, even a lone surrogate from a bad payload, encodes.
+        body = json.dumps(records).encode("ascii")
+        headers = {"Content-Type": "application/json"}
+        loop = asyncio.get_running_loop()
+        last = "no time left before the invocation's deadline"
         for attempt in range(3):
+            timeout = HTTP_SINK_TIMEOUT_S
+            if deadline is not None:
+                timeout = min(timeout, deadline - loop.time())
+                if timeout <= 0.05:
+                    break
             try:
-                response = await self._http.post(self._url, json=records)
+                async with asyncio.timeout(timeout):  # whatever the transport does
+                    response = await self._http.post(
+                        self._url, content=body, headers=headers, timeout=timeout
+                    )
+            except TimeoutError:
+                last = f"no answer within {timeout:.1f} s"
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             else:
@@ -143,7 +162,7 @@ class HttpSink:
                     break
             if attempt < 2:
                 await asyncio.sleep(0.2 * (attempt + 1))
-        raise DeadLetterError(f"cannot POST dead letters to {self.description}: {last}")
+        raise DeadLetterError(f"cannot {self.description}: {last}")
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -152,7 +171,7 @@ class HttpSink:
 
 def make_sink(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> DeadLetterSink:
     """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…` or `http(s)://…`."""
-    if url == "log":
+    if url.lower() == "log":
         return LogSink()
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):

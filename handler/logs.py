@@ -172,8 +172,12 @@ class StdoutLogger:
     """Writes each rendered line to the chosen stream, by default the current sys.stdout."""
 
     def msg(self, message: str) -> None:
-        """Write one line."""
-        (_STREAM or sys.stdout).write(message + "\n")
+        """Write one line (a text the stream cannot encode is written with escapes)."""
+        stream = _STREAM or sys.stdout
+        try:
+            stream.write(message + "\n")
+        except UnicodeEncodeError:
+            stream.write(message.encode("ascii", "backslashreplace").decode("ascii") + "\n")
 
     log = debug = info = warning = warn = error = critical = exception = msg
 
@@ -204,6 +208,11 @@ def configure(service: str, level: str = "INFO") -> None:
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def get_logger(name: str) -> Any:
-    """Return a structlog logger."""
-    return structlog.get_logger(name)
+def unfiltered_logger() -> Any:
+    """Return a logger with the configured processors that no level filters (dead letters)."""
+    return structlog.wrap_logger(
+        _logger_factory(),
+        processors=structlog.get_config()["processors"],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        context_class=dict,
+    )

@@ -77,10 +77,20 @@ class ParsedPayload:
 
 
 def truncate_raw(text: str) -> str:
-    """Cut a raw payload to the size a dead letter keeps."""
-    if len(text) <= RAW_LIMIT:
-        return text
-    return text[:RAW_LIMIT] + f"…[truncated {len(text) - RAW_LIMIT} chars]"
+    """Cut a raw payload to the size a dead letter keeps, in text any sink can encode."""
+    if len(text) > RAW_LIMIT:
+        text = text[:RAW_LIMIT] + f"…[truncated {len(text) - RAW_LIMIT} chars]"
+    return encodable(text)
+
+
+def encodable(text: str) -> str:
+    """Return text that encodes as UTF-8: a lone surrogate (valid in JSON's \\u escapes, not
+    in UTF-8) becomes its escape sequence instead of failing the sink that writes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _raw_of(value: object) -> str:

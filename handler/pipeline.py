@@ -27,6 +27,8 @@ class Run:
     executor: Executor
     sink: DeadLetterSink
     invocation_id: str
+    #: Loop time by which dead letters must be stored: the platform's own limit, nearly.
+    sink_deadline: float | None = None
 
 
 def _log_result(run: Run, unit: Unit, result: Result, *, redelivered: bool) -> None:
@@ -77,14 +79,21 @@ async def process_unit(run: Run, unit: Unit) -> UnitReport:
             if not r.outcome.settled
         ]
         try:
-            await run.sink.write(letters)
+            await run.sink.write(letters, deadline=run.sink_deadline)
         except DeadLetterError as exc:
-            report.dead_letter_error = str(exc)
-            report.redeliver = run.source.redelivers
-            _log.error("dead letters not written", error=str(exc), count=len(letters))
+            _dead_letters_failed(run, report, str(exc), len(letters))
+        except Exception as exc:  # noqa: BLE001 - a bug in a sink must not lose the unit
+            error = f"{run.sink.description}: {type(exc).__name__}: {exc}"
+            _dead_letters_failed(run, report, error, len(letters))
     for result in results:
         _log_result(run, unit, result, redelivered=report.redeliver)
     return report
+
+
+def _dead_letters_failed(run: Run, report: UnitReport, error: str, count: int) -> None:
+    report.dead_letter_error = error
+    report.redeliver = run.source.redelivers
+    _log.error("dead letters not written", error=error, count=count)
 
 
 async def _process_group(run: Run, units: list[Unit]) -> list[UnitReport]:

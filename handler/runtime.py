@@ -46,6 +46,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+#: Time kept back from the platform's limit even for writing dead letters: to answer.
+SINK_SAFETY_S = 0.1
+
+
 def deadline_margin_s(remaining_s: float) -> float:
     """Return the time kept back from the platform's limit to write dead letters and answer."""
     return min(max(remaining_s * 0.1, 0.25), 2.0)
@@ -102,12 +106,14 @@ class Runtime:
         self._fg_credentials = SwappableCredentials(lambda: self._context_credentials)
         return AkSkAuth(self._fg_credentials)
 
-    def _deadline(self, invocation: Invocation) -> float | None:
+    def _deadlines(self, invocation: Invocation) -> tuple[float | None, float | None]:
+        """Loop times by which the deletions must end, and by which dead letters must be stored."""
         remaining = invocation.remaining_s()
         if remaining is None:
-            return None
-        usable = max(remaining - deadline_margin_s(remaining), 0.0)
-        return self.loop.time() + usable
+            return None, None
+        now = self.loop.time()
+        work = now + max(remaining - deadline_margin_s(remaining), 0.0)
+        return work, now + max(remaining - SINK_SAFETY_S, 0.0)
 
     def invoke(self, event: Any, context: Any) -> Any:
         """Handle one event and return the platform's response."""
@@ -138,16 +144,16 @@ class Runtime:
         except UnknownEventError as exc:
             _log.error("unrecognised event", error=str(exc))
             raise
+        work_deadline, sink_deadline = self._deadlines(invocation)
         run = Run(
             source=source,
             policy=self.policy,
             executor=Executor(
-                self.client,
-                deadline=self._deadline(invocation),
-                workers=self.config.max_concurrency,
+                self.client, deadline=work_deadline, workers=self.config.max_concurrency
             ),
             sink=self.sink,
             invocation_id=invocation.request_id,
+            sink_deadline=sink_deadline,
         )
         try:
             reports = self.loop.run_until_complete(process(run, source.units(event)))
@@ -160,8 +166,8 @@ class Runtime:
         failures = [r.dead_letter_error for r in reports if r.dead_letter_error]
         if failures and not source.redelivers:
             raise DeadLetterWriteError(
-                f"{len(failures)} unit(s) could not be dead-lettered to "
-                f"{self.sink.description}: {failures[0]}; failing so the platform retries"
+                f"{len(failures)} unit(s) could not be dead-lettered: {failures[0]}; "
+                "failing so the platform retries"
             )
         return source.respond(reports, summary)
 

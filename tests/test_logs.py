@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import structlog
+from structlog import get_logger
 
 from handler import logs
-from handler.logs import POWERTOOLS_ORDER, REDACTED, REDACTOR, configure, get_logger
+from handler.logs import POWERTOOLS_ORDER, REDACTED, REDACTOR, configure
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\+0000$")
 SECRET = "S3cr3t-Value-That-Must-Not-Leak"
