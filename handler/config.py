@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
+import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -81,24 +83,49 @@ class Config(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator(
+        "huaweicloud_sdk_region",
+        "huaweicloud_sdk_ak",
+        "huaweicloud_sdk_sk",
+        "huaweicloud_sdk_security_token",
+        "ecs_auth_token",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (an optional deployment parameter left blank) means "not set":
+        # an empty ECS_AUTH_TOKEN must not take over from a valid AK/SK.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("ecs_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
         value = value.strip().rstrip("/")
-        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
-            raise ValueError(
-                "must be an http(s) base URL such as https://ecs.cn-north-4.myhuaweicloud.com"
-            )
+        example = "an http(s) base URL such as https://ecs.cn-north-4.myhuaweicloud.com"
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"must be {example} ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
+            raise ValueError(f"must be {example}")
         return value
 
     @field_validator("dead_letter_url")
     @classmethod
     def _sink(cls, value: str) -> str:
         value = value.strip()
+        rule = "must be 'log', a file path, file:///path or an http(s) URL"
         if not value:
-            raise ValueError("must be 'log', a file path, file:///path or an http(s) URL")
+            raise ValueError(rule)
+        if value.lower() == "log":
+            return "log"
+        scheme = urlsplit(value).scheme.lower()
+        if len(scheme) > 1 and scheme not in ("http", "https", "file"):
+            raise ValueError(f"{rule}, not {scheme}://")
+        if scheme in ("http", "https") and not urlsplit(value).hostname:
+            raise ValueError(f"{rule}: the URL has no host")
         return value
 
     @model_validator(mode="after")
@@ -108,6 +135,11 @@ class Config(BaseSettings):
                 "HUAWEICLOUD_SDK_SK" if self.huaweicloud_sdk_sk is None else "HUAWEICLOUD_SDK_AK"
             )
             raise ValueError(f"{missing}: must be set together with its pair (AK and SK)")
+        if self.huaweicloud_sdk_security_token is not None and self.huaweicloud_sdk_ak is None:
+            raise ValueError(
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN: goes with temporary HUAWEICLOUD_SDK_AK and "
+                "HUAWEICLOUD_SDK_SK, which are not set"
+            )
         if self.ecs_endpoint is None and self.huaweicloud_sdk_region is None:
             raise ValueError("ECS_ENDPOINT: set it, or set HUAWEICLOUD_SDK_REGION to derive it")
         return self

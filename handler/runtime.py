@@ -66,6 +66,10 @@ class Runtime:
         sink: DeadLetterSink | None = None,
     ) -> None:
         self.config = config
+        try:  # first: nothing is open yet if it fails
+            self.sink = sink or make_sink(config.dead_letter_url)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
         self.loop = new_event_loop()
         self.cold_start = True
         self._context_credentials: Credentials | None = None
@@ -78,10 +82,6 @@ class Runtime:
             max_attempts=config.max_attempts,
             max_in_flight=config.max_concurrency,
         )
-        try:
-            self.sink = sink or make_sink(config.dead_letter_url)
-        except ValueError as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from None
         self.policy = Policy(
             default_project=config.huaweicloud_sdk_project_id,
             allowed_projects=frozenset(config.allowed_project_ids),

@@ -172,3 +172,46 @@ def test_lower_case_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("huaweicloud_sdk_project_id", PROJECT)
     monkeypatch.setenv("ecs_endpoint", "https://ecs.example.com")
     assert load_config().huaweicloud_sdk_project_id == PROJECT
+
+
+def test_empty_credentials_are_unset_so_an_empty_token_does_not_win(
+    base: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch = base
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "AK-VALUE-1234")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", "SK-VALUE-1234")
+    monkeypatch.setenv("ECS_AUTH_TOKEN", "")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SECURITY_TOKEN", " ")
+    config = load_config()
+    assert config.ecs_auth_token is None
+    assert config.huaweicloud_sdk_security_token is None
+    assert config.huaweicloud_sdk_ak is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("ECS_ENDPOINT", "http://[::1", "ECS_ENDPOINT: must be an http(s) base URL"),
+        ("ECS_ENDPOINT", "https://", "ECS_ENDPOINT: must be an http(s) base URL"),
+        ("DEAD_LETTER_URL", "ftp://x/y", "DEAD_LETTER_URL: must be 'log'"),
+        ("DEAD_LETTER_URL", "https:///nohost", "DEAD_LETTER_URL: must be 'log'"),
+        (
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+            "tok-123456",
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN: goes with",
+        ),
+    ],
+)
+def test_values_that_would_only_fail_later_fail_at_cold_start(
+    base: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    base.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_log_sink_name_is_case_insensitive(base: pytest.MonkeyPatch) -> None:
+    base.setenv("DEAD_LETTER_URL", "LOG")
+    assert load_config().dead_letter_url == "log"
