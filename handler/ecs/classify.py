@@ -59,7 +59,7 @@ def _message_of(body: bytes) -> str | None:
         return None
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         text = body.decode("utf-8", errors="replace").strip()
         return text[:_DETAIL_LIMIT] or None
     if isinstance(data, dict):
@@ -74,7 +74,10 @@ def _message_of(body: bytes) -> str | None:
                 if isinstance(code, str) and code not in message:
                     message = f"{code}: {message}"
                 return message[:_DETAIL_LIMIT]
-    return json.dumps(data)[:_DETAIL_LIMIT]
+    try:
+        return json.dumps(data)[:_DETAIL_LIMIT]
+    except RecursionError:
+        return "(a JSON body nested too deeply to show)"
 
 
 def request_id_of(response: httpx.Response) -> str | None:
@@ -108,16 +111,26 @@ def classify_delete(response: httpx.Response) -> Reply:
     if status in RETRYABLE_STATUSES or (status == 413 and retry_after is not None):
         outcome = Outcome.CONFLICT if status == 409 else Outcome.RETRIES_EXHAUSTED
         return Reply(status, outcome, True, retry_after, detail, request_id)
-    if status >= 500 and status not in (501, 505):
+    if status >= 500:
         return Reply(status, Outcome.RETRIES_EXHAUSTED, True, retry_after, detail, request_id)
     return Reply(status, Outcome.REJECTED, detail=detail, request_id=request_id)
 
 
-def classify_probe(response: httpx.Response, first: Reply) -> Reply:
-    """Decide an ambiguous 404 from `GET …/metadata`: 200 means the key is absent."""
+def classify_probe(response: httpx.Response, first: Reply, key: str) -> Reply:
+    """Decide an ambiguous 404 from `GET …/metadata`: absent only if the key is not listed."""
     status = response.status_code
     if status == 200:
-        return Reply(first.status, Outcome.ABSENT, detail=first.detail, request_id=first.request_id)
+        try:
+            listed = response.json().get("metadata")
+        except (ValueError, AttributeError, RecursionError):
+            listed = None
+        if isinstance(listed, dict) and key not in listed:
+            return Reply(
+                first.status, Outcome.ABSENT, detail=first.detail, request_id=first.request_id
+            )
+        why = "is still listed" if isinstance(listed, dict) else "could not be checked"
+        detail = f"DELETE answered 404 ({first.detail}) but the key {why} by GET …/metadata"
+        return Reply(first.status, Outcome.REJECTED, detail=detail, request_id=first.request_id)
     if status == 404:
         return Reply(
             first.status, Outcome.SERVER_NOT_FOUND, detail=first.detail, request_id=first.request_id

@@ -6,11 +6,14 @@ import asyncio
 from urllib.parse import quote
 
 import httpx
+import structlog
 
 from handler.ecs.classify import Reply, classify_delete, classify_probe
 from handler.ecs.retry import RetryableReply, RetryState, attempts
 from handler.ecs.transport import AiohttpTransport
 from handler.outcomes import Outcome, Pair, Result
+
+_log = structlog.get_logger("handler.ecs.client")
 
 
 def _segment(value: str) -> str:
@@ -102,39 +105,44 @@ class EcsClient:
         async with self._slots:
             return await self._http.send(request)
 
-    async def _attempt(self, pair: Pair, deadline: float | None) -> Reply:
+    async def _attempt(self, pair: Pair, state: RetryState) -> Reply:
+        deadline = state.deadline
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
             raise TimeoutError  # no request is started once the deadline has passed
+        state.tries += 1
         reply = classify_delete(await self._send("DELETE", pair, metadata_path(pair), deadline))
         if reply.outcome is None:
             probe = await self._send("GET", pair, metadata_path(pair, with_key=False), deadline)
-            reply = classify_probe(probe, reply)
+            reply = classify_probe(probe, reply, pair.key)
         if reply.retry:
             raise RetryableReply(reply)
         return reply
 
     async def delete_metadata(self, pair: Pair, *, deadline: float | None = None) -> Result:
-        """Delete one key and return its outcome; never raises for HTTP or network failures."""
-        state = RetryState(deadline)
+        """Delete one key and return its outcome; never raises (but for cancellation)."""
+        state = RetryState(deadline, self._max_attempts)
         try:
             async with asyncio.timeout_at(deadline):
                 try:
-                    reply = await self._attempt(pair, deadline)
+                    reply = await self._attempt(pair, state)
                 except (RetryableReply, httpx.TransportError) as exc:
                     state.error = exc
                     return await self._retry(pair, state)
         except TimeoutError:
             why = "the invocation's time ran out"
             return _failed(pair, Outcome.DEADLINE, state.tries, state.error, why)
+        except Exception as exc:  # noqa: BLE001 - a bug must fail one pair, transiently, not all
+            _log.exception("unexpected error deleting a pair", error=type(exc).__name__)
+            why = "unexpected error (a bug: see the log)"
+            return _failed(pair, Outcome.RETRIES_EXHAUSTED, state.tries, exc, why)
         assert reply.outcome is not None
-        return _result(pair, reply.outcome, 1, reply)
+        return _result(pair, reply.outcome, state.tries, reply)
 
     async def _retry(self, pair: Pair, state: RetryState) -> Result:
         """Go on after a failed first attempt; stamina decides, starting from that failure."""
         replay = state.error
         try:
             async for attempt in attempts(self._max_attempts, state):
-                state.tries = attempt.num
                 with attempt:
                     if replay is not None:
                         # The first attempt already ran (the fast path): hand its failure to
@@ -143,7 +151,7 @@ class EcsClient:
                         replay = None
                         raise failure
                     try:
-                        reply = await self._attempt(pair, state.deadline)
+                        reply = await self._attempt(pair, state)
                     except (RetryableReply, httpx.TransportError) as exc:
                         state.error = exc
                         raise

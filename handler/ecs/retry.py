@@ -35,13 +35,17 @@ class RetryState:
     """One pair's attempts so far: how many, the last failure, and if the deadline stopped them."""
 
     deadline: float | None
-    tries: int = 1
+    max_attempts: int = 1
+    #: Attempts actually started (one that the deadline stopped before sending is not counted).
+    tries: int = 0
     error: Exception | None = None
     stopped_for_deadline: bool = False
 
 
 def _backoff_hook(state: RetryState) -> Callable[[Exception], bool | float]:
     def decide(exc: Exception) -> bool | float:
+        if state.tries >= state.max_attempts:
+            return False  # that was the last attempt: its own failure stands, whatever it asks
         if isinstance(exc, RetryableReply):
             wait = exc.reply.retry_after
             if wait is None:

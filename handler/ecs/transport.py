@@ -62,13 +62,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=timeout,
             ) as response:
                 content = await response.read()
-                return httpx.Response(
-                    status_code=response.status,
-                    headers=list(response.raw_headers),
-                    content=content,
-                    request=request,
-                    extensions={"http_version": b"HTTP/1.1"},
-                )
+                try:
+                    return httpx.Response(
+                        status_code=response.status,
+                        headers=list(response.raw_headers),
+                        content=content,
+                        request=request,
+                        extensions={"http_version": b"HTTP/1.1"},
+                    )
+                except httpx.DecodingError as exc:  # e.g. "gzip" that is not: a broken reply
+                    raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise httpx.ReadTimeout(f"timed out: {exc!s}", request=request) from exc
         except aiohttp.ClientConnectorError as exc:

@@ -235,7 +235,7 @@ def _first() -> Reply:
 
 
 def test_probe_200_means_absent() -> None:
-    reply = classify_probe(_response(200, {"metadata": {"other": "v"}}), _first())
+    reply = classify_probe(_response(200, {"metadata": {"other": "v"}}), _first(), "lease-owner")
     assert reply.outcome is Outcome.ABSENT
     assert reply.retry is False
     assert reply.status == 404
@@ -243,24 +243,50 @@ def test_probe_200_means_absent() -> None:
 
 
 def test_probe_404_means_server_not_found() -> None:
-    reply = classify_probe(_response(404, "Not Found"), _first())
+    reply = classify_probe(_response(404, "Not Found"), _first(), "lease-owner")
     assert reply.outcome is Outcome.SERVER_NOT_FOUND
     assert reply.retry is False
 
 
 def test_probe_503_retries() -> None:
-    reply = classify_probe(_response(503, "busy", {"Retry-After": "1"}), _first())
+    reply = classify_probe(_response(503, "busy", {"Retry-After": "1"}), _first(), "lease-owner")
     assert reply.retry is True
     assert reply.status == 503
     assert reply.retry_after == 1.0
 
 
 def test_probe_400_is_rejected() -> None:
-    reply = classify_probe(_response(400, "bad"), _first())
+    reply = classify_probe(_response(400, "bad"), _first(), "lease-owner")
     assert reply.outcome is Outcome.REJECTED
     assert reply.retry is False
 
 
 def test_probe_403_is_forbidden() -> None:
-    reply = classify_probe(_response(403, "denied"), _first())
+    reply = classify_probe(_response(403, "denied"), _first(), "lease-owner")
     assert reply.outcome is Outcome.FORBIDDEN
+
+
+def test_probe_200_listing_the_key_is_not_absent() -> None:
+    """A 404 from something in between (a gateway) must not settle a key that is still there."""
+    reply = classify_probe(
+        _response(200, {"metadata": {"lease-owner": "x"}}), _first(), "lease-owner"
+    )
+    assert reply.outcome is Outcome.REJECTED
+    assert "still listed" in (reply.detail or "")
+
+
+def test_probe_200_that_cannot_be_read_is_not_absent() -> None:
+    reply = classify_probe(_response(200, "<html>ok</html>"), _first(), "lease-owner")
+    assert reply.outcome is Outcome.REJECTED
+
+
+@pytest.mark.parametrize("status", [501, 505, 599])
+def test_every_5xx_is_retried(status: int) -> None:
+    reply = classify_delete(_response(status, "x"))
+    assert reply.retry and reply.outcome is Outcome.RETRIES_EXHAUSTED
+
+
+def test_an_error_body_nested_too_deeply_is_still_classified() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    reply = classify_delete(httpx.Response(503, content=deep))
+    assert reply.retry and reply.detail

@@ -420,3 +420,30 @@ def test_cookieless_client_neither_keeps_nor_sends_cookies() -> None:
 
     asyncio.run(main())
     assert seen == [None, None]
+
+
+def test_retry_after_on_the_last_attempt_keeps_its_own_outcome(router: respx.Router) -> None:
+    """No attempt is left, so the wait it asks for cannot pass any deadline: still a conflict."""
+    locked = {"conflictingRequest": {"code": 409, "message": "Instance is locked"}}
+    _delete(router).mock(return_value=_json(409, locked, **{"Retry-After": "20"}))
+    result = _run(router, max_attempts=1, deadline_in=5.0)
+    assert result.outcome is Outcome.CONFLICT
+    assert result.attempts == 1
+
+
+def test_a_deadline_already_past_counts_no_attempt(router: respx.Router) -> None:
+    route = _delete(router).mock(return_value=httpx.Response(204))
+    result = _run(router, deadline_in=-1.0)
+    assert result.outcome is Outcome.DEADLINE
+    assert result.attempts == 0
+    assert route.call_count == 0
+
+
+def test_an_unexpected_error_fails_one_pair_transiently_instead_of_raising() -> None:
+    class Exploding(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise ZeroDivisionError("a bug")
+
+    result = _run(respx.Router(), transport=Exploding())
+    assert result.outcome is Outcome.RETRIES_EXHAUSTED
+    assert "ZeroDivisionError" in (result.detail or "")
