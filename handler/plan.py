@@ -43,22 +43,25 @@ class Plan:
 
 
 def make_plan(items: Iterable[WorkItem], policy: Policy) -> Plan:
-    """Apply the policy to work items; identical pairs are kept once."""
-    seen: set[Pair] = set()
-    to_delete: list[Pair] = []
-    decided: list[Result] = []
+    """Apply the policy to work items; identical pairs are kept once.
+
+    A pair named both as a dry run and for real is deleted: a dry run never swallows a real
+    request that happens to come later in the same payload.
+    """
+    wanted: dict[Pair, bool] = {}  # pair -> dry run, in first-seen order
     for item in items:
         pair = Pair(item.project_id or policy.default_project, item.server_id, item.key)
-        if pair in seen:
-            continue
-        seen.add(pair)
+        wanted[pair] = wanted.get(pair, True) and item.dry_run
+    to_delete: list[Pair] = []
+    decided: list[Result] = []
+    for pair, dry_run in wanted.items():
         if not policy.project_allowed(pair.project_id):
             detail = f"project {pair.project_id} is not in ALLOWED_PROJECT_IDS"
             decided.append(Result(Outcome.PROJECT_NOT_ALLOWED, pair=pair, detail=detail))
         elif policy.is_protected(pair.key):
             detail = f"key {pair.key!r} matches PROTECTED_KEYS"
             decided.append(Result(Outcome.PROTECTED, pair=pair, detail=detail))
-        elif policy.dry_run or item.dry_run:
+        elif policy.dry_run or dry_run:
             decided.append(Result(Outcome.DRY_RUN, pair=pair, detail="dry run: no call made"))
         else:
             to_delete.append(pair)

@@ -165,3 +165,16 @@ def test_duplicate_decided_pairs_collapse() -> None:
 def test_keys_differing_in_case_are_different_pairs() -> None:
     plan = make_plan([_item("Key"), _item("key")], _policy())
     assert len(plan.to_delete) == 2
+
+
+def test_a_real_request_wins_over_a_dry_run_of_the_same_pair() -> None:
+
+    server = "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f"
+    policy = Policy("p")
+    for order in ([True, False], [False, True]):
+        items = [WorkItem(None, server, "owner", dry_run) for dry_run in order]
+        plan = make_plan(items, policy)
+        assert [p.key for p in plan.to_delete] == ["owner"]
+        assert plan.decided == []
+    only_dry = make_plan([WorkItem(None, server, "owner", True)] * 2, policy)
+    assert [r.outcome.value for r in only_dry.decided] == ["dry_run"]

@@ -62,7 +62,12 @@ class SqsSource(Source):
 
 
 def _is_fifo(record: dict[str, Any]) -> bool:
+    """A FIFO queue's ARN ends in `.fifo`; without an ARN, FIFO messages carry a SequenceNumber.
+
+    MessageGroupId alone says nothing: standard queues use it too (fair queues).
+    """
     arn = record.get("eventSourceARN")
+    if isinstance(arn, str) and arn:
+        return arn.endswith(".fifo")
     attributes = record.get("attributes")
-    has_group = isinstance(attributes, dict) and "MessageGroupId" in attributes
-    return has_group or (isinstance(arn, str) and arn.endswith(".fifo"))
+    return isinstance(attributes, dict) and "SequenceNumber" in attributes

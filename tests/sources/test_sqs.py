@@ -83,3 +83,15 @@ def test_unknown_shapes_raise_and_name_what_was_seen() -> None:
             assert seen in str(exc)
         else:  # pragma: no cover - the assertion is the point
             raise AssertionError(f"{event!r} was accepted")
+
+
+def test_a_standard_queue_with_message_groups_is_not_fifo() -> None:
+    """Fair queues (standard) carry MessageGroupId too; only the .fifo ARN means FIFO."""
+    record = {
+        "eventSource": "aws:sqs",
+        "messageId": "a",
+        "body": "[]",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:standard-fair",
+        "attributes": {"MessageGroupId": "tenant-1"},
+    }
+    assert not SqsSource({"Records": [record]}).ordered
