@@ -44,22 +44,31 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: tuple[str, ...] = ()
+        self._static: set[str] = set()
+        self._rotating: set[str] = set()
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str | None]) -> None:
-        """Remember more secret values (short values under 4 characters are ignored)."""
+        """Remember more secret values for good (short values under 4 characters are ignored)."""
         with self._lock:
-            known = set(self._secrets)
-            for value in values:
-                if value and len(value) >= 4:
-                    # Also the form a secret takes inside a JSON string, for rendered lines.
-                    known.update({value, json.dumps(value, ensure_ascii=False)[1:-1]})
-            self._secrets = tuple(sorted(known, key=len, reverse=True))
+            self._static |= _forms(values)
+            self._refresh()
+
+    def rotate(self, values: Iterable[str | None]) -> None:
+        """Replace the rotating secrets (credentials that change per invocation) with these."""
+        with self._lock:
+            self._rotating = _forms(values)
+            self._refresh()
 
     def clear(self) -> None:
         """Forget every secret (tests)."""
         with self._lock:
-            self._secrets = ()
+            self._static, self._rotating = set(), set()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        known = self._static | self._rotating
+        self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def text(self, value: str) -> str:
         """Return the text with every known secret replaced by ***."""
@@ -84,6 +93,15 @@ class Redactor:
         if isinstance(value, str | int | float):
             return self.text(str(value)) if isinstance(value, str) else value
         return self.text(str(value))
+
+
+def _forms(values: Iterable[str | None]) -> set[str]:
+    """Each secret as it is, and as it appears inside a JSON string (for rendered lines)."""
+    forms: set[str] = set()
+    for value in values:
+        if value and len(value) >= 4:
+            forms.update({value, json.dumps(value, ensure_ascii=False)[1:-1]})
+    return forms
 
 
 @functools.lru_cache(maxsize=1024)

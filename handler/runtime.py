@@ -136,8 +136,8 @@ class Runtime:
                 )
                 _log.error("no credentials", error=message)
                 raise CredentialsUnavailableError(message)
-            if creds is not None:
-                logs.REDACTOR.add([creds.ak, creds.sk, creds.security_token])
+            if creds is not None:  # they rotate: only the current ones are looked for
+                logs.REDACTOR.rotate([creds.ak, creds.sk, creds.security_token])
             self._fg_credentials.invalidate()
         try:
             source = detect(event)

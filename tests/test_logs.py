@@ -215,3 +215,13 @@ def test_set_stream(capsys: pytest.CaptureFixture[str]) -> None:
         logs.set_stream(None)
     assert capsys.readouterr().out == ""
     assert json.loads(stream.getvalue())["message"] == "to the stream"
+
+
+def test_rotating_secrets_replace_each_other_but_not_the_static_ones() -> None:
+    REDACTOR.clear()
+    REDACTOR.add(["static-secret-1"])
+    REDACTOR.rotate(["rotating-old-1"])
+    REDACTOR.rotate(["rotating-new-2"])
+    text = "static-secret-1 rotating-old-1 rotating-new-2"
+    assert REDACTOR.text(text) == "*** rotating-old-1 ***"
+    REDACTOR.clear()
