@@ -45,8 +45,11 @@ def __getattr__(name: str) -> Any:
 
 
 def warm_up() -> None:
-    """Build the runtime now (reads the configuration; raises ConfigError if it is bad)."""
+    """Build the runtime and load the HTTP stack now; raises ConfigError on a bad config."""
     _runtime()
+    from handler.ecs.transport import load_aiohttp
+
+    load_aiohttp()
 
 
 def _runtime() -> Runtime:

@@ -46,7 +46,7 @@ def make_record(
         "request_id": result.request_id,
         "source": {"kind": source_kind, "id": source_id},
         "invocation_id": invocation_id,
-        "dead_lettered_at": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "dead_lettered_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     redacted: dict[str, Any] = REDACTOR.value(record)
     return redacted

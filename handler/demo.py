@@ -103,7 +103,7 @@ def _show_sqs_pairs(log_file: Path, start: int) -> None:
             "item": {"server_id": entry["server_id"], "key": entry["key"]}
             if entry.get("server_id")
             else None,
-            "raw": "",
+            "raw": "(see the dead letter)",
             "status": entry.get("status"),
             "attempts": entry.get("attempts"),
             "detail": f"[msg {str(entry.get('source_id'))[:13]}] {entry.get('detail') or ''}",

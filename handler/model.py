@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
@@ -19,6 +20,8 @@ PROJECT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RAW_LIMIT = 8192
 #: How deep `items` may nest inside arrays and batches.
 _MAX_DEPTH = 4
+
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN)]
 ProjectId = Annotated[str, Field(pattern=PROJECT_PATTERN)]
@@ -38,8 +41,8 @@ class WorkItemModel(BaseModel):
     @field_validator("server_id", mode="before")
     @classmethod
     def _uuid_text_only(cls, value: object) -> object:
-        if not isinstance(value, str):
-            raise ValueError("server_id must be a UUID string")
+        if not isinstance(value, str) or not _UUID_TEXT.fullmatch(value):
+            raise ValueError("server_id must be a UUID: 8-4-4-4-12 hexadecimal digits")
         return value
 
     @model_validator(mode="after")
@@ -54,7 +57,7 @@ class BatchModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    items: list[Any]
+    items: list[Any] = Field(min_length=1)
     dry_run: bool = False
 
 

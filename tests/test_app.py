@@ -60,3 +60,20 @@ def test_warm_up_builds_the_runtime_or_fails_on_bad_config(monkeypatch: pytest.M
     monkeypatch.setenv("ECS_AUTH_TOKEN", "token-for-warm-up")
     app.warm_up()
     assert isinstance(app._RUNTIME, app.Runtime)
+
+
+def test_warm_up_also_loads_the_http_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        "HUAWEICLOUD_SDK_PROJECT_ID": "0123456789abcdef0123456789abcdef",
+        "ECS_ENDPOINT": "http://127.0.0.1:9",
+        "ECS_AUTH_TOKEN": "token-for-warm-up",
+        "PATH": "/usr/bin:/bin",
+    }
+    code = "import sys, handler.app as a; a.warm_up(); print('aiohttp' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "True"

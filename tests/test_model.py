@@ -347,3 +347,23 @@ def test_parse_text_of_any_text_never_raises(text: str) -> None:
 @given(st.binary())
 def test_parse_text_of_any_bytes_never_raises(data: bytes) -> None:
     _check(parse_text(data))
+
+
+@pytest.mark.parametrize(
+    "server_id",
+    [
+        "{6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f}",
+        "urn:uuid:6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f",
+        "6a4e1a2c1d4f4a479d0b1b2f3c4d5e6f",
+    ],
+)
+def test_only_the_canonical_uuid_text_is_a_server_id(server_id: str) -> None:
+    parsed = parse_payload({"server_id": server_id, "key": "a"})
+    assert parsed.items == []
+    assert "8-4-4-4-12" in (parsed.invalid[0].detail or "")
+
+
+def test_an_empty_items_list_is_invalid_like_an_empty_array() -> None:
+    for payload in ({"items": []}, []):
+        parsed = parse_payload(payload)
+        assert parsed.items == [] and len(parsed.invalid) == 1

@@ -186,7 +186,8 @@ def _failed(
     """The result of a pair whose last attempt failed, saying why and what was last seen."""
     if isinstance(error, RetryableReply):
         reply = error.reply
-        detail = f"{why}; last answer HTTP {reply.status}: {reply.detail}" if why else None
+        last = f"last answer HTTP {reply.status}" + (f": {reply.detail}" if reply.detail else "")
+        detail = f"{why}; {last}" if why else None
         return _result(pair, outcome, tries, reply, detail)
     parts = [why] if why else []
     if error is not None:

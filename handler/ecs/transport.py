@@ -10,6 +10,12 @@ if TYPE_CHECKING:
     import aiohttp
 
 
+def load_aiohttp() -> None:
+    """Import aiohttp now rather than at the first request (for warm-up at init)."""
+    import aiohttp  # noqa: F401
+    import yarl  # noqa: F401
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session, created lazily inside the running loop.
 
