@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import httpx
 
 if TYPE_CHECKING:
     import aiohttp
+
+
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+def proxy_configured() -> bool:
+    """True when the environment names an HTTP proxy."""
+    return any(name.lower() in _PROXY_VARIABLES and value for name, value in os.environ.items())
 
 
 def load_aiohttp() -> None:
@@ -42,6 +51,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+                # Proxies from HTTP(S)_PROXY / ALL_PROXY (and NO_PROXY), as httpx honours them;
+                # looked up per request, so only switched on when one is configured.
+                trust_env=proxy_configured(),
             )
         return self._session
 

@@ -85,3 +85,34 @@ def test_a_dropped_connection_is_a_protocol_error() -> None:
 
     with pytest.raises(httpx.TransportError):
         asyncio.run(main())
+
+
+def test_requests_go_through_a_proxy_named_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+
+    async def proxy(request: web.BaseRequest) -> web.Response:
+        seen.append(str(request.url))  # a forward proxy sees the absolute URL
+        return web.Response(status=204)
+
+    async def main() -> int:
+        async with serving(proxy) as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+                response = await client.delete("http://ecs.internal.test/v2.1/p/x")
+            return response.status_code
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert asyncio.run(main()) == 204
+    assert seen == ["http://ecs.internal.test/v2.1/p/x"]
