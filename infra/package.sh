@@ -9,12 +9,12 @@ PLATFORM=${PLATFORM:-manylinux2014_x86_64}
 out=dist/function
 rm -rf "$out" dist/function.zip
 mkdir -p "$out"
-# Runtime dependencies only, read from pyproject.toml.
-deps=$("$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))')
-# shellcheck disable=SC2086
+# Runtime dependencies only, read from pyproject.toml into a requirements file (markers intact).
+requirements=dist/requirements.txt
+"$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))' > "$requirements"
 "$PY" -m pip install -q --disable-pip-version-check --target "$out" \
   --python-version 3.12 --implementation cp --platform "$PLATFORM" --only-binary=:all: \
-  $(printf '%s\n' "$deps" | sed "s/.*/'&'/" | xargs)
+  -r "$requirements"
 mkdir -p "$out/handler"
 (cd handler && find . -name '*.py' ! -path './sandbox/*' ! -name 'demo.py' -print0 \
   | xargs -0 -I{} cp --parents {} "../$out/handler/")
