@@ -156,11 +156,29 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def bench_throughput(pairs: int, levels: list[int], repeat: int) -> list[dict[str, Any]]:
-    """Pairs per second at each MAX_CONCURRENCY, with 20 ms of latency per request."""
-    return [
-        _median_run([_throughput_once(pairs, level) for _ in range(repeat)], "pairs_per_s")
-        for level in levels
-    ]
+    """Pairs per second at each MAX_CONCURRENCY, with 20 ms of latency per request.
+
+    Beside each level, raw aiohttp doing the same DELETEs: the most any client reaches here.
+    """
+    rows = []
+    for level in levels:
+        row = _median_run([_throughput_once(pairs, level) for _ in range(repeat)], "pairs_per_s")
+        row["raw_aiohttp_per_s"] = statistics.median(
+            _raw_throughput_once(pairs, level) for _ in range(repeat)
+        )
+        rows.append(row)
+    return rows
+
+
+def _raw_throughput_once(pairs: int, level: int) -> float:
+    servers = pairs // KEYS
+    with (
+        SandboxProcess(make_seed(servers, KEYS), latency_ms=LATENCY_MS) as sandbox,
+        asyncio.Runner(loop_factory=new_event_loop) as runner,
+    ):
+        wall = time.perf_counter()
+        runner.run(_raw_aiohttp(sandbox.url, _paths(servers), level))
+        return servers * KEYS / (time.perf_counter() - wall)
 
 
 def _throughput_once(pairs: int, level: int) -> dict[str, Any]:
@@ -416,13 +434,14 @@ def _cold_lines(cold: dict[str, Any]) -> list[str]:
 
 def _throughput_lines(rows: list[dict[str, Any]]) -> list[str]:
     headers = ["MAX_CONCURRENCY", "ideal pairs/s", "pairs/s", "% of ideal"]
-    headers += ["function CPU %", "sandbox CPU %", "CPU µs/pair"]
+    headers += ["raw aiohttp % of ideal", "function CPU %", "sandbox CPU %", "CPU µs/pair"]
     cells = [
         [
             str(r["concurrency"]),
             f"{r['ideal_per_s']:,.0f}",
             f"{r['pairs_per_s']:,.0f}",
             f"{100 * r['pairs_per_s'] / r['ideal_per_s']:.1f}",
+            f"{100 * r.get('raw_aiohttp_per_s', 0) / r['ideal_per_s']:.1f}",
             f"{r['client_cpu_pct']:.0f}",
             f"{r['sandbox_cpu_pct']:.0f}",
             f"{r['cpu_us_per_pair']:.0f}",
@@ -545,6 +564,14 @@ def plot(results: dict[str, Any], path: Path) -> bool:
                 color="#c53030",
                 zorder=3,
                 label="official SDK (threads)",
+            )
+        if all("raw_aiohttp_per_s" in r for r in rows):
+            left.plot(
+                levels,
+                [r["raw_aiohttp_per_s"] for r in rows],
+                "k_",
+                markersize=30,
+                label="raw aiohttp (the floor)",
             )
         left.set_title(f"Pairs per second, {LATENCY_MS:.0f} ms latency")
         left.set_xlabel("requests in flight")

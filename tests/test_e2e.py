@@ -343,8 +343,17 @@ def test_a_failed_invocation_leaves_nothing_running_in_the_warm_loop(
         return await original(self, pair, deadline=deadline)
 
     monkeypatch.setattr(EcsClient, "delete_metadata", broken)
+    event = {
+        "Records": [
+            {"eventSource": "aws:sqs", "messageId": "a", "body": json.dumps(body)}
+            for body in (
+                {"server_id": WEB1, "key": "owner"},
+                {"server_id": DB1, "key": "lease-owner"},
+            )
+        ]
+    }
     with pytest.raises(RuntimeError, match="a bug"):
-        app.handler([{"server_id": WEB1, "key": "owner"}, {"server_id": DB1, "key": "lease-owner"}])
+        app.handler(event, None)
     runtime = app._RUNTIME
     assert runtime is not None
     assert not asyncio.all_tasks(runtime.loop)

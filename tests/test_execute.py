@@ -208,3 +208,15 @@ def test_workers_bound_the_servers_in_progress() -> None:
     results = asyncio.run(main())
     assert [r.pair for r in results] == pairs
     assert deleter.max_in_flight == 3
+
+
+def test_servers_take_turns_so_none_is_left_with_a_tail_of_keys() -> None:
+    deleter = FakeDeleter(delay=0.005)
+    servers = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(3)]
+    pairs = [Pair(PROJECT, server, f"k{i}") for server in servers for i in range(3)]
+
+    asyncio.run(Executor(deleter, deadline=None, workers=2).settle_all(pairs))
+    starts = [pair for kind, pair, _ in deleter.events if kind == "start"]
+    first_keys = [starts.index(Pair(PROJECT, server, "k0")) for server in servers]
+    last_keys = [starts.index(Pair(PROJECT, server, "k2")) for server in servers]
+    assert max(first_keys) < min(last_keys)
