@@ -74,7 +74,7 @@ class Executor:
 
         async def worker() -> None:
             nonlocal left
-            while (entry := await queue.get()) is not None:
+            while (entry := await _next(queue)) is not None:
                 server, pending = entry
                 pair, future = pending.popleft()
                 try:
@@ -98,8 +98,17 @@ class Executor:
             await asyncio.gather(*(worker() for _ in range(workers)))
 
     async def _settle_one(self, server: Server, pair: Pair) -> Result:
+        """Delete one pair while holding its server's lock (uncontended within one unit)."""
         lock = self._servers.get(server)
         if lock is None:
             lock = self._servers[server] = asyncio.Lock()
         async with lock:
             return await self._deleter.delete_metadata(pair, deadline=self.deadline)
+
+
+async def _next(queue: asyncio.Queue[_Entry | None]) -> _Entry | None:
+    """The next queued entry, without a suspension when one is already there."""
+    try:
+        return queue.get_nowait()
+    except asyncio.QueueEmpty:
+        return await queue.get()
