@@ -26,7 +26,7 @@ def server_id(index: int) -> str:
     return str(uuid.UUID(int=index + 1, version=4))
 
 
-def make_seed(servers: int, keys: int) -> dict[str, Any]:
+def make_seed(servers: int, keys: int, key_name: str = "k{}") -> dict[str, Any]:
     """A seed with `servers` active servers of `keys` metadata keys (`k0`, `k1`, …) each."""
     return {
         "project_id": PROJECT,
@@ -38,7 +38,7 @@ def make_seed(servers: int, keys: int) -> dict[str, Any]:
                 "name": f"bench-{n}",
                 "vm_state": "active",
                 "locked": False,
-                "metadata": {f"k{i}": "v" for i in range(keys)},
+                "metadata": {key_name.format(i): "v" for i in range(keys)},
             }
             for n in range(servers)
         ],

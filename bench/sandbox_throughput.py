@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,32 +37,12 @@ from urllib.parse import quote, unquote
 import aiohttp
 import yarl
 
-PROJECT = "0123456789abcdef0123456789abcdef"
-AK = "BENCHACCESSKEY000001"
-SK = "bench-secret-key"
-TOKEN = "bench-token"
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import AK, PROJECT, ROOT, SK, TOKEN, make_seed, server_id
 
-def server_id(index: int) -> str:
-    """The id of the bench's `index`-th server."""
-    return str(uuid.UUID(int=index + 1, version=4))
-
-
-def make_seed(servers: int, keys: int) -> dict[str, object]:
-    """A seed with `servers` servers of `keys` metadata keys each."""
-    return {
-        "project_id": PROJECT,
-        "credentials": {"ak": AK, "sk": SK, "security_token": None, "token": TOKEN},
-        "servers": [
-            {
-                "id": server_id(index),
-                "name": f"bench-{index}",
-                "metadata": {f"bench:key {k}": "x" for k in range(keys)},
-            }
-            for index in range(servers)
-        ],
-    }
+#: Keys with ':' and a space, so every request also exercises percent-decoding.
+KEY_NAME = "bench:key {}"
 
 
 def sign(method: str, host: str, path: str, body: bytes, ak: str, sk: str) -> dict[str, str]:
@@ -181,11 +160,11 @@ async def main_async(args: argparse.Namespace) -> int:
     keys = -(-needed // args.servers)
     with tempfile.TemporaryDirectory() as tmp:
         seed_file = Path(tmp) / "seed.json"
-        seed_file.write_text(json.dumps(make_seed(args.servers, keys)))
+        seed_file.write_text(json.dumps(make_seed(args.servers, keys, KEY_NAME)))
         process, url = start_sandbox(seed_file, pin=two_cpus)
         try:
             server_ids = [server_id(index) for index in range(args.servers)]
-            pairs = ((sid, f"bench:key {k}") for k in range(keys) for sid in server_ids)
+            pairs = ((sid, KEY_NAME.format(k)) for k in range(keys) for sid in server_ids)
             print(
                 f"sandbox pid {process.pid} at {url}, "
                 f"{'pinned to CPU 0, client on CPU 1' if two_cpus else 'not pinned'}; "
