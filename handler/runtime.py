@@ -148,8 +148,10 @@ class Runtime:
         run = Run(
             source=source,
             policy=self.policy,
+            # Twice as many workers as requests in flight: when a slot frees, the next request
+            # is already built and waiting (the client's semaphore still caps what is sent).
             executor=Executor(
-                self.client, deadline=work_deadline, workers=self.config.max_concurrency
+                self.client, deadline=work_deadline, workers=2 * self.config.max_concurrency
             ),
             sink=self.sink,
             invocation_id=invocation.request_id,

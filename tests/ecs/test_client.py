@@ -447,3 +447,32 @@ def test_an_unexpected_error_fails_one_pair_transiently_instead_of_raising() -> 
     result = _run(respx.Router(), transport=Exploding())
     assert result.outcome is Outcome.RETRIES_EXHAUSTED
     assert "ZeroDivisionError" in (result.detail or "")
+
+
+def test_no_more_requests_in_flight_than_allowed() -> None:
+    """MAX_CONCURRENCY holds however many tasks ask at once (the executor runs twice as many)."""
+    in_flight = 0
+    peak = 0
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            return httpx.Response(204)
+
+    async def main() -> list[Result]:
+        client = EcsClient(
+            endpoint=ENDPOINT, auth=TokenAuth(lambda: "t"), transport=Slow(), max_in_flight=3
+        )
+        try:
+            pairs = [Pair(PROJECT, SERVER, f"k{i}") for i in range(12)]
+            return list(await asyncio.gather(*(client.delete_metadata(p) for p in pairs)))
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(main())
+    assert {r.outcome for r in results} == {Outcome.DELETED}
+    assert peak == 3
