@@ -105,8 +105,9 @@ class FileSink:
         """Append the records as whole lines in one write, then fsync."""
         if not records:
             return
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        data = lines.encode("utf-8", "backslashreplace")
+        # ASCII JSON: no character inside a record (U+0085, U+2028, a lone surrogate) can look
+        # like a line break to a reader or fail to encode.
+        data = "".join(json.dumps(r) + "\n" for r in records).encode("ascii")
         async with self._lock:
             try:
                 self._append(data)

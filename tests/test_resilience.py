@@ -125,3 +125,48 @@ def test_the_http_sink_gives_up_by_the_deadline() -> None:
         return time.perf_counter() - started
 
     assert asyncio.run(main()) < 1.5
+
+
+def test_no_message_body_makes_the_function_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Property: whatever the bodies, the batch is answered and every poison body dead-lettered."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    monkeypatch.setenv("ECS_ENDPOINT", "http://ecs.test")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("ECS_AUTH_TOKEN", "token-for-the-property")
+    sink_file = tmp_path / "dl.jsonl"
+    monkeypatch.setenv("DEAD_LETTER_URL", str(sink_file))
+    answers = httpx.MockTransport(lambda request: httpx.Response(204))
+    app.set_runtime(Runtime(load_config(), transport=answers))
+
+    any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=60)
+    item = st.fixed_dictionaries(
+        {"server_id": st.one_of(st.uuids().map(str), any_text), "key": any_text}
+    )
+    body = st.one_of(
+        any_text,
+        item.map(json.dumps),
+        st.lists(item, max_size=3).map(json.dumps),
+        st.builds(lambda t: json.dumps({"server_id": t, "key": t}), any_text),
+    )
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(bodies=st.lists(body, min_size=1, max_size=4))
+    def check(bodies: list[str]) -> None:
+        sink_file.unlink(missing_ok=True)
+        event = {
+            "Records": [
+                {"eventSource": "aws:sqs", "messageId": f"m{i}", "body": text}
+                for i, text in enumerate(bodies)
+            ]
+        }
+        response = app.handler(event, None)
+        assert response == {"batchItemFailures": []}  # the API always answers 204 here
+        letters = sink_file.read_text("utf-8").splitlines() if sink_file.exists() else []
+        for line in letters:
+            assert json.loads(line)["reason"] == "invalid"
+
+    check()
