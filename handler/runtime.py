@@ -15,6 +15,7 @@ from handler.context import Invocation, functiongraph_credentials, read_invocati
 from handler.deadletter import DeadLetterSink, make_sink
 from handler.ecs.client import EcsClient
 from handler.ecs.signing import (
+    NO_CREDENTIALS,
     AkSkAuth,
     Credentials,
     CredentialsUnavailableError,
@@ -129,13 +130,8 @@ class Runtime:
             self._context_credentials = functiongraph_credentials(context)
             creds = self._context_credentials
             if creds is None and not self.config.dry_run:
-                message = (
-                    "no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, or "
-                    "ECS_AUTH_TOKEN, or give the FunctionGraph function an agency so its context "
-                    "carries temporary credentials"
-                )
-                _log.error("no credentials", error=message)
-                raise CredentialsUnavailableError(message)
+                _log.error("no credentials", error=NO_CREDENTIALS)
+                raise CredentialsUnavailableError(NO_CREDENTIALS)
             if creds is not None:  # they rotate: only the current ones are looked for
                 logs.REDACTOR.rotate([creds.ak, creds.sk, creds.security_token])
             self._fg_credentials.invalidate()

@@ -81,16 +81,19 @@ class SwappableCredentials:
         """Read the credentials again from their source."""
         current = self._read()
         if current is None:
-            raise CredentialsUnavailableError(
-                "no credentials: set HUAWEICLOUD_SDK_AK/SK or ECS_AUTH_TOKEN, or run in "
-                "FunctionGraph with an agency so the context carries temporary credentials"
-            )
+            raise CredentialsUnavailableError(NO_CREDENTIALS)
         self._current = current
         return current
 
     def invalidate(self) -> None:
         """Forget the current credentials so the next request reads them anew."""
         self._current = None
+
+
+NO_CREDENTIALS = (
+    "no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, or ECS_AUTH_TOKEN, or give "
+    "the FunctionGraph function an agency so its context carries temporary credentials"
+)
 
 
 class CredentialsUnavailableError(RuntimeError):
