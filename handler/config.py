@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from handler.model import PROJECT_PATTERN
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Keys never deleted unless PROTECTED_KEYS says otherwise: what Huawei Cloud ECS itself
 #: writes and reads (billing, networking, image, lock and agent markers) and anything `__`.
@@ -34,18 +44,106 @@ DEFAULT_PROTECTED_KEYS: tuple[str, ...] = (
     "resource_spec_code",
 )
 
-CommaList = Annotated[tuple[str, ...], NoDecode]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: POWERTOOLS_LOG_LEVEL's accepted names (any case), as Powertools and `logging` spell them.
+_LOG_LEVELS: dict[str, LogLevel] = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "WARN": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
+    "FATAL": "CRITICAL",
+}
+_LOG_LEVEL_RULE = (
+    "must be one of DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL (or FATAL), in any case"
+)
+
+#: Kept exactly as given (never stripped, never echoed); a blank one is still "unset".
+_SECRET_FIELDS = frozenset(
+    {"huaweicloud_sdk_ak", "huaweicloud_sdk_sk", "huaweicloud_sdk_security_token", "ecs_auth_token"}
+)
+_COMMA_FIELDS = frozenset({"allowed_project_ids", "protected_keys"})
+
+_ENDPOINT_RULE = "must be an http(s) base URL such as https://ecs.cn-north-4.myhuaweicloud.com"
+_SINK_RULE = "must be 'log', a file path, file:///path or an http(s) URL"
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class ConfigError(ValueError):
     """The environment does not make a usable configuration; the message names the variable."""
 
 
-class Config(BaseSettings):
+def log_level_name(value: str | None) -> str:
+    """The standard name of a POWERTOOLS_LOG_LEVEL value, or INFO for an unknown or empty one."""
+    if not isinstance(value, str):
+        return "INFO"
+    return _LOG_LEVELS.get(value.strip().upper(), "INFO")
+
+
+def _host_problem(host: str) -> str | None:
+    """Why a URL's host (as urlsplit gives it: lower case, no brackets) is unusable, or None."""
+    import ipaddress  # already loaded by urllib.parse: free
+
+    if ":" in host:  # only a bracketed IPv6 literal gets here with a colon
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            return "the host is not a valid [IPv6] address"
+        return None
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "the host is not a valid host name"
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isdigit():  # a DNS name never ends in a numeric label: IPv4 or nothing
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "the host is not a valid IPv4 address"
+        return None
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return "the host is not a valid host name, IPv4 or [IPv6] address"
+    return None
+
+
+def _http_url_problem(value: str, *, allow_userinfo: bool, allow_query: bool) -> str | None:
+    """Why an http(s) URL is unusable (never quoting it: it may carry a credential), or None."""
+    if _SPACE_OR_CONTROL.search(value):
+        return "the URL contains a space or a control character"
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # unbalanced or invalid [IPv6] brackets
+        return "the host is not a valid host name, IPv4 or [IPv6] address"
+    if parts.scheme not in ("http", "https"):
+        return "the scheme is not http or https"
+    if "@" in parts.netloc and not allow_userinfo:
+        return "no user info (user:password@) is allowed in it"
+    if not parts.hostname:
+        return "the URL has no host"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "the port must be a number from 1 to 65535"
+    host = _host_problem(parts.hostname)
+    if host is not None:
+        return host
+    if not allow_query and (parts.query or parts.fragment or "?" in value or "#" in value):
+        return "no query string or fragment is allowed in it"
+    return None
+
+
+class Config(BaseModel):
     """Every setting of the function, validated; secrets are SecretStr and never printed."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
+    # Every field: a blank (empty or whitespace-only) value counts as unset, i.e. its default.
     ecs_endpoint: str | None = None
     huaweicloud_sdk_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")
     huaweicloud_sdk_project_id: str = Field(pattern=PROJECT_PATTERN)
@@ -53,15 +151,36 @@ class Config(BaseSettings):
     huaweicloud_sdk_sk: SecretStr | None = None
     huaweicloud_sdk_security_token: SecretStr | None = None
     ecs_auth_token: SecretStr | None = None
-    allowed_project_ids: CommaList = ()
-    protected_keys: CommaList = DEFAULT_PROTECTED_KEYS
+    # Comma-separated; a value with no entries (blank, or only commas) counts as unset.
+    allowed_project_ids: tuple[str, ...] = ()
+    # Comma-separated; a value with no entries (blank, or only commas) counts as unset and so
+    # means DEFAULT_PROTECTED_KEYS, never "protect nothing".
+    protected_keys: tuple[str, ...] = DEFAULT_PROTECTED_KEYS
     dead_letter_url: str = "log"
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     max_attempts: int = Field(default=6, ge=1, le=20)
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     dry_run: bool = False
     powertools_service_name: str = "ecs-metadata-janitor"
-    powertools_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    powertools_log_level: LogLevel = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # An empty variable (an optional deployment parameter left blank) means "not set": it
+        # gets the default, and an empty ECS_AUTH_TOKEN cannot take over from a valid AK/SK.
+        if not isinstance(data, dict):
+            return data
+        kept: dict[str, Any] = {}
+        for name, value in data.items():
+            if isinstance(value, str):
+                blank = value.replace(",", "") if name in _COMMA_FIELDS else value
+                if not blank.strip():
+                    continue
+                if name not in _SECRET_FIELDS:
+                    value = value.strip()
+            kept[name] = value
+        return kept
 
     @field_validator("allowed_project_ids", "protected_keys", mode="before")
     @classmethod
@@ -80,52 +199,42 @@ class Config(BaseSettings):
 
     @field_validator("powertools_log_level", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator(
-        "huaweicloud_sdk_region",
-        "huaweicloud_sdk_ak",
-        "huaweicloud_sdk_sk",
-        "huaweicloud_sdk_security_token",
-        "ecs_auth_token",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # An empty variable (an optional deployment parameter left blank) means "not set":
-        # an empty ECS_AUTH_TOKEN must not take over from a valid AK/SK.
-        return None if isinstance(value, str) and not value.strip() else value
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            name = _LOG_LEVELS.get(value.strip().upper())
+            if name is None:
+                raise ValueError(_LOG_LEVEL_RULE)
+            return name
+        return value
 
     @field_validator("ecs_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
+        if value is None:
             return None
         value = value.strip().rstrip("/")
-        example = "an http(s) base URL such as https://ecs.cn-north-4.myhuaweicloud.com"
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"must be {example} ({exc})") from None
-        if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
-            raise ValueError(f"must be {example}")
+        problem = _http_url_problem(value, allow_userinfo=False, allow_query=False)
+        if problem is not None:
+            raise ValueError(f"{_ENDPOINT_RULE}: {problem}")
         return value
 
     @field_validator("dead_letter_url")
     @classmethod
     def _sink(cls, value: str) -> str:
         value = value.strip()
-        rule = "must be 'log', a file path, file:///path or an http(s) URL"
-        if not value:
-            raise ValueError(rule)
         if value.lower() == "log":
             return "log"
-        scheme = urlsplit(value).scheme.lower()
+        try:
+            scheme = urlsplit(value).scheme.lower()
+        except ValueError:  # an http(s) URL with bad [IPv6] brackets
+            scheme = "http"
         if len(scheme) > 1 and scheme not in ("http", "https", "file"):
-            raise ValueError(f"{rule}, not {scheme}://")
-        if scheme in ("http", "https") and not urlsplit(value).hostname:
-            raise ValueError(f"{rule}: the URL has no host")
+            raise ValueError(f"{_SINK_RULE}, not {scheme}://")
+        if scheme in ("http", "https"):
+            # User info stays allowed here: the HTTP sink keeps it out of its description.
+            problem = _http_url_problem(value, allow_userinfo=True, allow_query=True)
+            if problem is not None:
+                raise ValueError(f"{_SINK_RULE}: {problem}")
         return value
 
     @model_validator(mode="after")
@@ -164,7 +273,7 @@ class Config(BaseSettings):
 
 def _describe(error: ValidationError) -> str:
     parts = []
-    for err in error.errors(include_url=False, include_input=False):
+    for err in error.errors(include_url=False, include_input=False, include_context=False):
         loc = [str(p) for p in err["loc"]]
         message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing":
@@ -176,9 +285,16 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config() -> Config:
-    """Read and validate the environment; raise ConfigError with one line on a bad value."""
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the environment (or `environ`); raise ConfigError with one line."""
+    source = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for key, value in source.items():
+        # Names match in any case; of two spellings of one name, the later one wins.
+        name = key.lower()
+        if name in Config.model_fields:
+            values[name] = value
     try:
-        return Config()
+        return Config.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe(exc)}") from None
