@@ -6,13 +6,16 @@ import datetime as dt
 import functools
 import json
 import logging
-import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from handler import redaction
+from handler.config import log_level_name
+from handler.redaction import REDACTED, is_secret_field
 
 #: The Powertools Logger key order; everything else follows in the order it was added.
 POWERTOOLS_ORDER = (
@@ -28,88 +31,18 @@ POWERTOOLS_ORDER = (
     "function_request_id",
     "correlation_id",
 )
-REDACTED = "***"
 _CONTAINERS = frozenset({dict, list, tuple})
-_SECRET_FIELD = re.compile(
-    r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature)$",
-    re.IGNORECASE,
-)
 _SKIP_FRAMES = ("structlog", "logging", "handler/logs.py", "handler\\logs.py")
+#: Characters JSON leaves raw that some readers take for a line break: escaped in every line.
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 EventDict = MutableMapping[str, Any]
 
 
-class Redactor:
-    """The secrets the process knows of; replaces each where it appears in a value."""
-
-    def __init__(self) -> None:
-        self._secrets: tuple[str, ...] = ()
-        self._static: set[str] = set()
-        self._rotating: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, values: Iterable[str | None]) -> None:
-        """Remember more secret values for good (short values under 4 characters are ignored)."""
-        with self._lock:
-            self._static |= _forms(values)
-            self._refresh()
-
-    def rotate(self, values: Iterable[str | None]) -> None:
-        """Replace the rotating secrets (credentials that change per invocation) with these."""
-        with self._lock:
-            self._rotating = _forms(values)
-            self._refresh()
-
-    def clear(self) -> None:
-        """Forget every secret (tests)."""
-        with self._lock:
-            self._static, self._rotating = set(), set()
-            self._refresh()
-
-    def _refresh(self) -> None:
-        known = self._static | self._rotating
-        self._secrets = tuple(sorted(known, key=len, reverse=True))
-
-    def text(self, value: str) -> str:
-        """Return the text with every known secret replaced by ***."""
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-
-    def value(self, value: Any, key: str | None = None) -> Any:
-        """Return a JSON-like value with secrets and secret-named fields replaced by ***."""
-        if key is not None and _is_secret_field(key) and value is not None and value != "":
-            return REDACTED
-        kind = type(value)
-        if kind is str:
-            return self.text(value) if self._secrets else value
-        if value is None or kind is int or kind is bool or kind is float:
-            return value
-        if isinstance(value, dict):
-            return {k: self.value(v, str(k)) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.value(v) for v in value]
-        if isinstance(value, str | int | float):
-            return self.text(str(value)) if isinstance(value, str) else value
-        return self.text(str(value))
-
-
-def _forms(values: Iterable[str | None]) -> set[str]:
-    """Each secret as it is, and as it appears inside a JSON string (for rendered lines)."""
-    forms: set[str] = set()
-    for value in values:
-        if value and len(value) >= 4:
-            forms.update({value, json.dumps(value, ensure_ascii=False)[1:-1]})
-    return forms
-
-
 @functools.lru_cache(maxsize=1024)
 def _is_secret_field(key: str) -> bool:
-    return _SECRET_FIELD.search(key) is not None
-
-
-REDACTOR = Redactor()
+    return is_secret_field(key)
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -122,7 +55,7 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
         if _is_secret_field(key) and value is not None and value != "":
             event_dict[key] = REDACTED
         elif type(value) in _CONTAINERS:
-            event_dict[key] = REDACTOR.value(value, key)
+            event_dict[key] = redaction.current().value(value, key)
     return event_dict
 
 
@@ -172,9 +105,11 @@ def powertools_order(_: Any, __: str, event_dict: EventDict) -> EventDict:
 
 
 def render_json(_: Any, __: str, event_dict: EventDict) -> str:
-    """Processor: one compact JSON object, with every known secret replaced by ***."""
+    """Processor: one compact JSON object on one line, with every known secret replaced by ***."""
     line = json.dumps(event_dict, separators=(",", ":"), ensure_ascii=False, default=str)
-    return REDACTOR.text(line)
+    if not line.isascii():
+        line = line.translate(_LINE_BREAKS)
+    return redaction.current().text(line)
 
 
 _STREAM: TextIO | None = None
@@ -186,16 +121,25 @@ def set_stream(stream: TextIO | None) -> None:
     _STREAM = stream
 
 
+_WRITE_LOCK = threading.Lock()
+
+
 class StdoutLogger:
-    """Writes each rendered line to the chosen stream, by default the current sys.stdout."""
+    """Writes each rendered line whole to the chosen stream, by default the current sys.stdout.
+
+    One lock for every thread: a text stream is not safe to write from two threads at once
+    (lines came out interleaved, once with garbage in them, when invocations overlapped).
+    """
 
     def msg(self, message: str) -> None:
         """Write one line (a text the stream cannot encode is written with escapes)."""
-        stream = _STREAM or sys.stdout
-        try:
-            stream.write(message + "\n")
-        except UnicodeEncodeError:
-            stream.write(message.encode("ascii", "backslashreplace").decode("ascii") + "\n")
+        line = message + "\n"
+        with _WRITE_LOCK:
+            stream = _STREAM or sys.stdout
+            try:
+                stream.write(line)
+            except UnicodeEncodeError:
+                stream.write(line.encode("ascii", "backslashreplace").decode("ascii"))
 
     log = debug = info = warning = warn = error = critical = exception = msg
 
@@ -204,8 +148,25 @@ def _logger_factory(*_: Any) -> StdoutLogger:
     return StdoutLogger()
 
 
-def configure(service: str, level: str = "INFO") -> None:
-    """Configure structlog once per process: Powertools JSON on stdout at the given level."""
+def level_number(level: str | None) -> int:
+    """The logging number of a level name (any case, WARN and FATAL too); INFO if unknown."""
+    return _LEVELS[log_level_name(level)]
+
+
+_configured: tuple[str, int] | None = None
+
+
+def configure(service: str, level: str | None = "INFO") -> None:
+    """Configure structlog: Powertools JSON on stdout at the given level (a no-op when unchanged).
+
+    Every runtime calls it, however it was built: the JSON shape and the redaction of the
+    function's logs never depend on which constructor was used.
+    """
+    global _configured
+    wanted = (service, level_number(level))
+    if _configured == wanted and structlog.is_configured():
+        return
+    _configured = wanted
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -217,12 +178,11 @@ def configure(service: str, level: str = "INFO") -> None:
             powertools_order,
             render_json,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        wrapper_class=structlog.make_filtering_bound_logger(wanted[1]),
         logger_factory=_logger_factory,
         context_class=dict,
         cache_logger_on_first_use=False,
     )
-    structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import stamina
 
-from handler import app, logs
+from handler import app, logs, redaction
 from handler.config import Config
 from handler.sandbox import DEMO_SEED, Sandbox
 
@@ -28,7 +28,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with stamina.set_testing(True, attempts=100, cap=True):
         yield
     app.reset_runtime()
-    logs.REDACTOR.clear()
+    redaction.reset()
     logs.set_stream(None)
 
 

@@ -11,8 +11,9 @@ import pytest
 import structlog
 from structlog import get_logger
 
-from handler import logs
-from handler.logs import POWERTOOLS_ORDER, REDACTED, REDACTOR, configure
+from handler import logs, redaction
+from handler.logs import POWERTOOLS_ORDER, configure
+from handler.redaction import REDACTED
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\+0000$")
 SECRET = "S3cr3t-Value-That-Must-Not-Leak"
@@ -20,11 +21,11 @@ SECRET = "S3cr3t-Value-That-Must-Not-Leak"
 
 @pytest.fixture(autouse=True)
 def _configured() -> Iterator[None]:
-    REDACTOR.clear()
+    redaction.reset()
     logs.set_stream(None)
     configure("svc", "INFO")
     yield
-    REDACTOR.clear()
+    redaction.reset()
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
 
@@ -117,7 +118,7 @@ def test_debug_shown_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_registered_secret_redacted_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
-    REDACTOR.add([SECRET])
+    redaction.set_process_secrets([SECRET])
     get_logger("t").info(
         f"message with {SECRET} inside",
         plain=SECRET,
@@ -138,7 +139,7 @@ def test_registered_secret_redacted_everywhere(capsys: pytest.CaptureFixture[str
 
 
 def test_secret_in_bound_context_redacted(capsys: pytest.CaptureFixture[str]) -> None:
-    REDACTOR.add([SECRET])
+    redaction.set_process_secrets([SECRET])
     structlog.contextvars.bind_contextvars(correlation_id=f"id-{SECRET}")
     get_logger("t").info("x")
     out = capsys.readouterr().out
@@ -146,7 +147,7 @@ def test_secret_in_bound_context_redacted(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_secret_in_exception_redacted(capsys: pytest.CaptureFixture[str]) -> None:
-    REDACTOR.add([SECRET])
+    redaction.set_process_secrets([SECRET])
     try:
         raise RuntimeError(f"failed with {SECRET}")
     except RuntimeError:
@@ -158,7 +159,7 @@ def test_secret_in_exception_redacted(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_secret_object_values_redacted(capsys: pytest.CaptureFixture[str]) -> None:
-    REDACTOR.add([SECRET])
+    redaction.set_process_secrets([SECRET])
 
     class Leaky:
         def __str__(self) -> str:
@@ -193,15 +194,15 @@ def test_ordinary_fields_not_redacted(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_short_secrets_ignored_and_clear_forgets() -> None:
-    REDACTOR.add(["abc", None, "", "abcd"])
-    assert REDACTOR.text("xabcx abcd") == f"xabcx {REDACTED}"
-    REDACTOR.clear()
-    assert REDACTOR.text("abcd") == "abcd"
+    redaction.set_process_secrets(["abc", None, "", "abcd"])
+    assert redaction.current().text("xabcx abcd") == f"xabcx {REDACTED}"
+    redaction.reset()
+    assert redaction.current().text("abcd") == "abcd"
 
 
 def test_longer_secret_replaced_first() -> None:
-    REDACTOR.add(["secret", "secret-extended"])
-    assert REDACTOR.text("a secret-extended b") == f"a {REDACTED} b"
+    redaction.set_process_secrets(["secret", "secret-extended"])
+    assert redaction.current().text("a secret-extended b") == f"a {REDACTED} b"
 
 
 def test_set_stream(capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,11 +218,11 @@ def test_set_stream(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(stream.getvalue())["message"] == "to the stream"
 
 
-def test_rotating_secrets_replace_each_other_but_not_the_static_ones() -> None:
-    REDACTOR.clear()
-    REDACTOR.add(["static-secret-1"])
-    REDACTOR.rotate(["rotating-old-1"])
-    REDACTOR.rotate(["rotating-new-2"])
+def test_an_invocations_secrets_add_to_the_process_ones_only_where_it_runs() -> None:
+    redaction.reset()
+    base = redaction.set_process_secrets(["static-secret-1"])
     text = "static-secret-1 rotating-old-1 rotating-new-2"
-    assert REDACTOR.text(text) == "*** rotating-old-1 ***"
-    REDACTOR.clear()
+    with redaction.use(base.with_secrets(["rotating-new-2"])):
+        assert redaction.current().text(text) == "*** rotating-old-1 ***"
+    assert redaction.current().text(text) == "*** rotating-old-1 rotating-new-2"
+    redaction.reset()
