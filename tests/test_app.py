@@ -5,9 +5,10 @@ import stamina
 import structlog
 
 from handler import app, logs
-from handler.ecs.classify import Reply
-from handler.ecs.retry import RetryableReply, install_retry_logging
+from handler.ecs.reply import Reply
+from handler.ecs.retry import RetryableReply
 from handler.outcomes import Outcome
+from handler.retrying import install_retry_logging
 
 
 @pytest.mark.parametrize(("remaining", "margin"), [(1.0, 0.25), (3.0, 0.3), (60.0, 2.0)])

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote
 
 import httpx
 import structlog
 
-from handler.ecs.classify import Reply, classify_delete, classify_probe
-from handler.ecs.retry import RetryableReply, RetryState, attempts
+from handler.ecs.api import ComputeApi
+from handler.ecs.nova import NovaApi, metadata_path
+from handler.ecs.reply import Reply
+from handler.ecs.retry import BUDGET_EXTENSION, AttemptBudget, RetryableReply, RetryState, attempts
 from handler.ecs.transport import AiohttpTransport
 from handler.outcomes import Outcome, Pair, Result
 
+__all__ = ["CookielessClient", "CountingTransport", "EcsClient", "metadata_path"]
+
 _log = structlog.get_logger("handler.ecs.client")
-
-
-def _segment(value: str) -> str:
-    """Percent-encode one path segment; `.` and `..` too, so no key is a dot segment."""
-    if value in (".", ".."):
-        return value.replace(".", "%2E")
-    return quote(value, safe="")
-
-
-def metadata_path(pair: Pair, *, with_key: bool = True) -> str:
-    """Return the Nova path of a pair's metadata key (or of the server's whole metadata)."""
-    path = f"/v2.1/{_segment(pair.project_id)}/servers/{_segment(pair.server_id)}/metadata"
-    return f"{path}/{_segment(pair.key)}" if with_key else path
 
 
 _HEADERS = {"User-Agent": "ecs-metadata-janitor", "Accept": "application/json"}
@@ -58,6 +48,28 @@ class CookielessClient(httpx.AsyncClient):
         raise TypeError("this client keeps no cookies")
 
 
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts each request it hands on against the budget the request carries, if any.
+
+    It sits right above the wire, below httpx's auth flow, so a 401 re-sign counts as the
+    DELETE it is, and a request still waiting for a slot when the deadline came counts as none.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Count the request, then send it."""
+        budget: AttemptBudget | None = request.extensions.get(BUDGET_EXTENSION)
+        if budget is not None:
+            budget.sent += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the transport underneath."""
+        await self.inner.aclose()
+
+
 class EcsClient:
     """Delete metadata keys over one pooled httpx client; safe to reuse across invocations."""
 
@@ -70,12 +82,13 @@ class EcsClient:
         timeout_s: float = 10.0,
         max_attempts: int = 6,
         max_in_flight: int = 16,
+        api: ComputeApi | None = None,
     ) -> None:
+        inner = transport or AiohttpTransport(max_connections=max_in_flight)
         self._http = CookielessClient(
-            auth=auth,
-            transport=transport or AiohttpTransport(max_connections=max_in_flight),
-            timeout=timeout_s,
+            auth=auth, transport=CountingTransport(inner), timeout=timeout_s, trust_env=False
         )
+        self.api: ComputeApi = api or NovaApi()
         self._base = endpoint.rstrip("/")
         self._timeout_s = timeout_s
         self._timeout = httpx.Timeout(timeout_s).as_dict()
@@ -87,7 +100,12 @@ class EcsClient:
         await self._http.aclose()
 
     async def _send(
-        self, method: str, pair: Pair, path: str, deadline: float | None
+        self,
+        method: str,
+        pair: Pair,
+        path: str,
+        deadline: float | None,
+        budget: AttemptBudget | None = None,
     ) -> httpx.Response:
         timeout = self._timeout
         if deadline is not None:
@@ -100,7 +118,9 @@ class EcsClient:
             method,
             self._base + path,
             headers={**_HEADERS, "X-Project-Id": pair.project_id},
-            extensions={"timeout": timeout},
+            extensions={"timeout": timeout, BUDGET_EXTENSION: budget}
+            if budget is not None
+            else {"timeout": timeout},
         )
         async with self._slots:
             return await self._http.send(request)
@@ -109,11 +129,12 @@ class EcsClient:
         deadline = state.deadline
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
             raise TimeoutError  # no request is started once the deadline has passed
-        state.tries += 1
-        reply = classify_delete(await self._send("DELETE", pair, metadata_path(pair), deadline))
+        api = self.api
+        response = await self._send("DELETE", pair, api.delete_path(pair), deadline, state.budget)
+        reply = api.classify_delete(response)
         if reply.outcome is None:
-            probe = await self._send("GET", pair, metadata_path(pair, with_key=False), deadline)
-            reply = classify_probe(probe, reply, pair.key)
+            probe = await self._send("GET", pair, api.metadata_path(pair), deadline)
+            reply = api.classify_probe(probe, reply, pair.key)
         if reply.retry:
             raise RetryableReply(reply)
         return reply

@@ -1,98 +1,41 @@
-"""What an ECS response means for a pair: an outcome, a retry, or a question for a follow-up GET."""
+"""OpenStack Nova's v2.1 metadata API (Huawei ECS answers it too): paths and error bodies."""
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
-import json
-from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
-from handler.outcomes import Outcome
-
-#: Statuses worth another attempt: a locked or transitional server, throttling, a failing gateway.
-RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-#: The longest a server's Retry-After is honoured for, in seconds.
-MAX_RETRY_AFTER_S = 30.0
-_DETAIL_LIMIT = 512
+from handler.ecs.reply import (
+    RETRYABLE_STATUSES,
+    Reply,
+    message_of,
+    parse_retry_after,
+    request_id_of,
+)
+from handler.outcomes import Outcome, Pair
 
 _KEY_MISSING = "metadata item was not found"
 _SERVER_MISSING = ("could not be found", "ecs.0114")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One response, read: its outcome (None for "ask again"), whether to retry, and details."""
-
-    status: int
-    outcome: Outcome | None
-    retry: bool = False
-    retry_after: float | None = None
-    detail: str | None = None
-    request_id: str | None = None
+def _segment(value: str) -> str:
+    """Percent-encode one path segment; `.` and `..` too, so no key is a dot segment."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
 
 
-def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Return Retry-After in seconds (from seconds or an HTTP date), clamped to 0..30, or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    seconds: float
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-def _message_of(body: bytes) -> str | None:
-    if not body:
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        text = body.decode("utf-8", errors="replace").strip()
-        return text[:_DETAIL_LIMIT] or None
-    if isinstance(data, dict):
-        if isinstance(data.get("error_msg"), str):
-            code = data.get("error_code")
-            error_msg: str = data["error_msg"]
-            return (f"{code}: {error_msg}" if code else error_msg)[:_DETAIL_LIMIT]
-        for value in data.values():
-            if isinstance(value, dict) and isinstance(value.get("message"), str):
-                code = value.get("code")
-                message: str = value["message"]
-                if isinstance(code, str) and code not in message:
-                    message = f"{code}: {message}"
-                return message[:_DETAIL_LIMIT]
-    try:
-        return json.dumps(data)[:_DETAIL_LIMIT]
-    except RecursionError:
-        return "(a JSON body nested too deeply to show)"
-
-
-def request_id_of(response: httpx.Response) -> str | None:
-    """Return the cloud's request id of a response, from its headers."""
-    for name in ("x-openstack-request-id", "x-compute-request-id", "x-request-id"):
-        value: str | None = response.headers.get(name)
-        if value:
-            return value
-    return None
+def metadata_path(pair: Pair, *, with_key: bool = True) -> str:
+    """Return the Nova path of a pair's metadata key (or of the server's whole metadata)."""
+    path = f"/v2.1/{_segment(pair.project_id)}/servers/{_segment(pair.server_id)}/metadata"
+    return f"{path}/{_segment(pair.key)}" if with_key else path
 
 
 def classify_delete(response: httpx.Response) -> Reply:
     """Read the response to a metadata DELETE."""
     status = response.status_code
-    detail = _message_of(response.content) if status >= 300 else None
+    detail = message_of(response.content) if status >= 300 else None
     request_id = request_id_of(response)
     if 200 <= status < 300:
         return Reply(status, Outcome.DELETED, request_id=request_id)
@@ -139,3 +82,25 @@ def classify_probe(response: httpx.Response, first: Reply, key: str) -> Reply:
     if probe.retry or probe.outcome is Outcome.FORBIDDEN:
         return probe
     return Reply(status, Outcome.REJECTED, detail=probe.detail, request_id=probe.request_id)
+
+
+class NovaApi:
+    """The compute API as Nova v2.1 speaks it: `/v2.1/{project}/servers/{id}/metadata/{key}`."""
+
+    name = "nova"
+
+    def delete_path(self, pair: Pair) -> str:
+        """The path that deletes one key."""
+        return metadata_path(pair)
+
+    def metadata_path(self, pair: Pair) -> str:
+        """The path that reads one server's metadata."""
+        return metadata_path(pair, with_key=False)
+
+    def classify_delete(self, response: httpx.Response) -> Reply:
+        """Read the response to a DELETE."""
+        return classify_delete(response)
+
+    def classify_probe(self, response: httpx.Response, first: Reply, key: str) -> Reply:
+        """Settle an ambiguous 404 with the server's metadata listing."""
+        return classify_probe(response, first, key)

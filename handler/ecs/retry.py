@@ -1,25 +1,26 @@
-"""When to try a DELETE again and how long to wait: stamina, with Retry-After and the deadline."""
+"""When to try a DELETE again and how long to wait: Retry-After, deadline, attempt budget."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-import structlog
 
-from handler.ecs.classify import Reply
+from handler import retrying
+from handler.ecs.reply import Reply
 
 if TYPE_CHECKING:
     import stamina
-    from stamina.instrumentation import RetryDetails
 
 #: Exponential backoff with jitter between attempts (seconds).
 WAIT_INITIAL_S = 0.2
 WAIT_MAX_S = 5.0
 WAIT_JITTER_S = 0.5
+#: The request extension that carries a pair's AttemptBudget down to the transport and the signer.
+BUDGET_EXTENSION = "ecs_metadata_janitor.attempts"
 
 
 class RetryableReply(Exception):
@@ -28,23 +29,45 @@ class RetryableReply(Exception):
     def __init__(self, reply: Reply) -> None:
         super().__init__(f"HTTP {reply.status}")
         self.reply = reply
+        self.reason = f"HTTP {reply.status}"
+
+
+@dataclass(slots=True)
+class AttemptBudget:
+    """How many DELETEs of one pair have left the function, and how many may."""
+
+    limit: int
+    #: Requests handed to the transport (a 401 re-sign included); counted where they are sent.
+    sent: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """True once `limit` DELETEs have been sent."""
+        return self.sent >= self.limit
 
 
 @dataclass(slots=True)
 class RetryState:
-    """One pair's attempts so far: how many, the last failure, and if the deadline stopped them."""
+    """One pair's attempts so far: what was sent, the last failure, and if the deadline stopped."""
 
     deadline: float | None
     max_attempts: int = 1
-    #: Attempts actually started (one that the deadline stopped before sending is not counted).
-    tries: int = 0
+    budget: AttemptBudget = field(init=False)
     error: Exception | None = None
     stopped_for_deadline: bool = False
+
+    def __post_init__(self) -> None:
+        self.budget = AttemptBudget(self.max_attempts)
+
+    @property
+    def tries(self) -> int:
+        """DELETEs sent so far for this pair."""
+        return self.budget.sent
 
 
 def _backoff_hook(state: RetryState) -> Callable[[Exception], bool | float]:
     def decide(exc: Exception) -> bool | float:
-        if state.tries >= state.max_attempts:
+        if state.budget.exhausted:
             return False  # that was the last attempt: its own failure stands, whatever it asks
         if isinstance(exc, RetryableReply):
             wait = exc.reply.retry_after
@@ -62,42 +85,11 @@ def _backoff_hook(state: RetryState) -> Callable[[Exception], bool | float]:
 
 def attempts(max_attempts: int, state: RetryState) -> AsyncIterator[stamina.Attempt]:
     """Return stamina's attempts for one pair: transport errors and retryable replies retried."""
-    # stamina (and tenacity) load on the first retry: a pair that succeeds first time, which
-    # is nearly every pair, never needs them.
-    import stamina
-
-    install_retry_logging()
-    return stamina.retry_context(
-        on=_backoff_hook(state),
-        attempts=max_attempts,
-        timeout=None,
+    return retrying.attempts(
+        _backoff_hook(state),
+        max_attempts=max_attempts,
+        deadline=state.deadline,
         wait_initial=WAIT_INITIAL_S,
         wait_max=WAIT_MAX_S,
         wait_jitter=WAIT_JITTER_S,
-    ).__aiter__()
-
-
-def _log_retry(details: RetryDetails) -> None:
-    cause = details.caused_by
-    reason = (
-        f"HTTP {cause.reply.status}" if isinstance(cause, RetryableReply) else type(cause).__name__
     )
-    structlog.get_logger("handler.ecs.retry").debug(
-        "retry scheduled",
-        retry_num=details.retry_num,
-        wait_s=round(details.wait_for, 3),
-        cause=reason,
-    )
-
-
-_installed = False
-
-
-def install_retry_logging() -> None:
-    """Replace stamina's default hooks, which log call arguments, with one that logs none."""
-    global _installed
-    if not _installed:
-        from stamina.instrumentation import set_on_retry_hooks
-
-        set_on_retry_hooks([_log_retry])
-        _installed = True

@@ -13,6 +13,8 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from handler.ecs.retry import BUDGET_EXTENSION
+
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "X-Sdk-Date"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -180,6 +182,12 @@ def sign_request(request: httpx.Request, credentials: Credentials, now: dt.datet
     )
 
 
+def _may_send_again(request: httpx.Request) -> bool:
+    """False when the request's attempt budget (see handler.ecs.retry) is spent."""
+    budget = request.extensions.get(BUDGET_EXTENSION)
+    return budget is None or not budget.exhausted
+
+
 class AkSkAuth(httpx.Auth):
     """Sign each request SDK-HMAC-SHA256 as it is sent; after a 401, refresh once and re-sign."""
 
@@ -192,7 +200,7 @@ class AkSkAuth(httpx.Auth):
         request.headers.pop(DATE_HEADER, None)
         sign_request(request, self._provider.get(), self._clock())
         response = yield request
-        if response.status_code == httpx.codes.UNAUTHORIZED:
+        if response.status_code == httpx.codes.UNAUTHORIZED and _may_send_again(request):
             request.headers.pop(DATE_HEADER, None)
             sign_request(request, self._provider.refresh(), self._clock())
             yield request
@@ -208,6 +216,6 @@ class TokenAuth(httpx.Auth):
         """Add the token, send, and on 401 send once more with the token read again."""
         request.headers["X-Auth-Token"] = self._token()
         response = yield request
-        if response.status_code == httpx.codes.UNAUTHORIZED:
+        if response.status_code == httpx.codes.UNAUTHORIZED and _may_send_again(request):
             request.headers["X-Auth-Token"] = self._token()
             yield request

@@ -9,13 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from handler.ecs.classify import (
-    MAX_RETRY_AFTER_S,
-    Reply,
-    classify_delete,
-    classify_probe,
-    parse_retry_after,
-)
+from handler.ecs.nova import classify_delete, classify_probe
+from handler.ecs.reply import MAX_RETRY_AFTER_S, Reply, parse_retry_after
 from handler.outcomes import Outcome
 
 SERVER = "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f"
