@@ -8,6 +8,8 @@ SnapStart) can pay that at init instead by calling `warm_up()` at module level o
 
 from __future__ import annotations
 
+import atexit
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 _RUNTIME: Runtime | None = None
+#: Held while the runtime is built: invocations arriving together on a cold process share one.
+_BUILDING = threading.Lock()
 _LAZY = frozenset(
     {"CredentialsUnavailableError", "DeadLetterWriteError", "Runtime", "deadline_margin_s"}
 )
@@ -54,11 +58,15 @@ def warm_up() -> None:
 
 def _runtime() -> Runtime:
     global _RUNTIME
-    if _RUNTIME is None:
-        from handler.runtime import Runtime
+    runtime = _RUNTIME
+    if runtime is not None:
+        return runtime
+    with _BUILDING:
+        if _RUNTIME is None:
+            from handler.runtime import Runtime
 
-        _RUNTIME = Runtime.from_environment()
-    return _RUNTIME
+            _RUNTIME = Runtime.from_environment()
+        return _RUNTIME
 
 
 def set_runtime(runtime: Runtime | None) -> None:
@@ -70,9 +78,14 @@ def set_runtime(runtime: Runtime | None) -> None:
 def reset_runtime() -> None:
     """Close and forget the runtime, so the next invocation reads the environment again."""
     global _RUNTIME
-    if _RUNTIME is not None:
-        _RUNTIME.close()
-    _RUNTIME = None
+    with _BUILDING:
+        runtime, _RUNTIME = _RUNTIME, None
+    if runtime is not None:
+        runtime.close()
+
+
+# A process that exits after invocations closes its pool first: no "Unclosed client session".
+atexit.register(reset_runtime)
 
 
 def handler(event: Any, context: Any = None) -> Any:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from handler import redaction
 from handler.outcomes import Outcome, Result
 
 #: Nova's metadata key pattern: 1 to 255 of letters, digits, `-`, `_`, `:`, `.` and space.
@@ -20,6 +21,10 @@ PROJECT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RAW_LIMIT = 8192
 #: How deep `items` may nest inside arrays and batches.
 _MAX_DEPTH = 4
+#: Past this many invalid parts, a payload is one invalid result for the whole payload (one
+#: dead letter with its raw text cut), not one per part: `[0, 0, …]` in a 256 KB message was
+#: 128,000 dead letters and log lines.
+MAX_INVALID_PARTS = 100
 
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
@@ -77,13 +82,13 @@ class ParsedPayload:
 
     items: list[WorkItem] = field(default_factory=list)
     invalid: list[Result] = field(default_factory=list)
+    #: Invalid parts past MAX_INVALID_PARTS: counted, not kept one by one.
+    more_invalid: int = 0
 
 
 def truncate_raw(text: str) -> str:
-    """Cut a raw payload to the size a dead letter keeps, in text any sink can encode."""
-    if len(text) > RAW_LIMIT:
-        text = text[:RAW_LIMIT] + f"…[truncated {len(text) - RAW_LIMIT} chars]"
-    return encodable(text)
+    """Redact, then cut a raw payload to the size a dead letter keeps, in encodable text."""
+    return encodable(redaction.current().cut(text, RAW_LIMIT))
 
 
 def encodable(text: str) -> str:
@@ -118,25 +123,32 @@ def _invalid(value: object, detail: str) -> Result:
     return Result(Outcome.INVALID, raw=_raw_of(value), detail=detail)
 
 
+def _add_invalid(out: ParsedPayload, value: object, detail: str) -> None:
+    if len(out.invalid) < MAX_INVALID_PARTS:
+        out.invalid.append(_invalid(value, detail))
+    else:
+        out.more_invalid += 1
+
+
 def _walk(value: object, dry_run: bool, depth: int, out: ParsedPayload) -> None:
     if depth > _MAX_DEPTH:
-        out.invalid.append(_invalid(value, f"items nest deeper than {_MAX_DEPTH} levels"))
+        _add_invalid(out, value, f"items nest deeper than {_MAX_DEPTH} levels")
         return
     if isinstance(value, list):
         if not value and depth == 0:
-            out.invalid.append(_invalid(value, "the payload is an empty array"))
+            _add_invalid(out, value, "the payload is an empty array")
         for element in value:
             _walk(element, dry_run, depth + 1, out)
         return
     if not isinstance(value, dict):
         kind = type(value).__name__ if value is not None else "null"
-        out.invalid.append(_invalid(value, f"expected an object or an array, got {kind}"))
+        _add_invalid(out, value, f"expected an object or an array, got {kind}")
         return
     if "items" in value:
         try:
             batch = BatchModel.model_validate(value)
         except ValidationError as exc:
-            out.invalid.append(_invalid(value, _summarise(exc)))
+            _add_invalid(out, value, _summarise(exc))
             return
         for element in batch.items:
             _walk(element, dry_run or batch.dry_run, depth + 1, out)
@@ -144,7 +156,7 @@ def _walk(value: object, dry_run: bool, depth: int, out: ParsedPayload) -> None:
     try:
         item = WorkItemModel.model_validate(value)
     except ValidationError as exc:
-        out.invalid.append(_invalid(value, _summarise(exc)))
+        _add_invalid(out, value, _summarise(exc))
         return
     server_id = str(item.server_id)
     keys = item.keys if item.keys is not None else [item.key] if item.key is not None else []
@@ -159,7 +171,21 @@ def parse_payload(payload: object) -> ParsedPayload:
         _walk(payload, False, 0, out)
     except RecursionError:  # pragma: no cover - bounded by _MAX_DEPTH, kept as a last guard
         out = ParsedPayload(invalid=[_invalid(payload, "payload nests too deeply")])
+    if out.more_invalid:
+        total = len(out.invalid) + out.more_invalid
+        first = out.invalid[0].detail
+        detail = f"{total} parts of the payload are invalid (the first: {first})"
+        out.invalid = [_invalid(payload, detail)]
+        out.more_invalid = 0
     return out
+
+
+def parse_body(body: object) -> ParsedPayload:
+    """Read a message body: JSON text is parsed; anything else is invalid, kept as it came."""
+    if body is None or isinstance(body, str | bytes):
+        return parse_text(body)
+    kind = type(body).__name__
+    return ParsedPayload(invalid=[_invalid(body, f"the body is not text (got {kind})")])
 
 
 def parse_text(text: str | bytes | None) -> ParsedPayload:

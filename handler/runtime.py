@@ -1,15 +1,26 @@
-"""The warm container's runtime: configuration, event loop, HTTP pool; one invocation's run."""
+"""The warm container's runtime: one event loop, one HTTP pool, and the adapter over the engine.
+
+Invocations may arrive on several threads at once (FunctionGraph runs concurrent requests per
+instance): each is one task on the runtime's single loop, which runs in its own thread, so they
+share the warm HTTP pool while their credentials, deadlines, redactor and log context stay
+their own (context variables of their task).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import os
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import structlog
 
-from handler import logs
+from handler import logs, redaction
 from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, make_sink
@@ -20,17 +31,38 @@ from handler.ecs.signing import (
     Credentials,
     CredentialsUnavailableError,
     StaticCredentials,
-    SwappableCredentials,
     TokenAuth,
 )
-from handler.execute import Executor
-from handler.pipeline import Run, process, summarise
+from handler.ecs.transport import AiohttpTransport
+from handler.engine import Deps, Job, base_margin_s, settle, summarise
 from handler.plan import Policy
-from handler.sources import UnknownEventError, detect
+from handler.sources import UnitReport, UnknownEventError, detect
 
-__all__ = ["CredentialsUnavailableError", "DeadLetterWriteError", "Runtime", "deadline_margin_s"]
+__all__ = [
+    "CredentialsUnavailableError",
+    "DeadLetterWriteError",
+    "Invoked",
+    "Runtime",
+    "deadline_margin_s",
+]
 
 _log = structlog.get_logger("handler.runtime")
+
+#: The credentials of the invocation running in this context (FunctionGraph's temporary ones).
+_INVOCATION_CREDENTIALS: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar(
+    "invocation_credentials", default=None
+)
+
+deadline_margin_s = base_margin_s
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    """One invocation's answer, with the unit reports and the summary it was built from."""
+
+    response: Any
+    reports: list[UnitReport]
+    summary: dict[str, Any]
 
 
 class DeadLetterWriteError(RuntimeError):
@@ -47,17 +79,63 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-#: Time kept back from the platform's limit even for writing dead letters: to answer.
-SINK_SAFETY_S = 0.1
+class InvocationCredentials:
+    """The current invocation's credentials (FunctionGraph's context), per task."""
+
+    def get(self) -> Credentials:
+        """Return the credentials of the invocation running here."""
+        credentials = _INVOCATION_CREDENTIALS.get()
+        if credentials is None:
+            raise CredentialsUnavailableError(NO_CREDENTIALS)
+        return credentials
+
+    def refresh(self) -> Credentials:
+        """The same: an invocation's context carries one set of credentials."""
+        return self.get()
 
 
-def deadline_margin_s(remaining_s: float) -> float:
-    """Return the time kept back from the platform's limit to write dead letters and answer."""
-    return min(max(remaining_s * 0.1, 0.25), 2.0)
+class _LoopThread:
+    """An event loop running forever in a daemon thread; coroutines are handed to it."""
+
+    def __init__(self) -> None:
+        self.loop = new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="janitor-loop", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def run(self, coroutine: Any) -> Any:
+        """Run a coroutine on the loop and wait for its result (cancelled if this thread is)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop, join the thread and close the loop."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class Runtime:
-    """What lives as long as the warm container: config, event loop, HTTP pool, credentials."""
+    """What lives as long as the warm container: config, event loop, HTTP pool, credentials.
+
+    However it is built, it configures the logs (Powertools JSON, secrets redacted) from its
+    configuration: a hand-built `Runtime(config, transport=…)` logs exactly as the deployed one.
+    """
 
     def __init__(
         self,
@@ -67,18 +145,18 @@ class Runtime:
         sink: DeadLetterSink | None = None,
     ) -> None:
         self.config = config
-        try:  # first: nothing is open yet if it fails
-            self.sink = sink or make_sink(config.dead_letter_url)
+        logs.configure(config.powertools_service_name, config.powertools_log_level)
+        self.redactor = redaction.set_process_secrets(config.secrets())
+        self._transport = transport or AiohttpTransport(max_connections=config.max_concurrency)
+        try:  # before the loop: nothing is running yet if it fails
+            self.sink = sink or make_sink(config.dead_letter_url, transport=self._transport)
         except ValueError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
-        self.loop = new_event_loop()
-        self.cold_start = True
-        self._context_credentials: Credentials | None = None
-        self._fg_credentials: SwappableCredentials | None = None
+        self._uses_context_credentials = False
         self.client = EcsClient(
             endpoint=config.endpoint,
             auth=self._make_auth(),
-            transport=transport,
+            transport=self._transport,
             timeout_s=config.request_timeout_s,
             max_attempts=config.max_attempts,
             max_in_flight=config.max_concurrency,
@@ -89,7 +167,10 @@ class Runtime:
             protected_keys=config.protected_keys,
             dry_run=config.dry_run,
         )
-        logs.REDACTOR.add(config.secrets())
+        self._cold_lock = threading.Lock()
+        self.cold_start = True
+        self._thread = _LoopThread()
+        self.loop = self._thread.loop
 
     def _make_auth(self) -> httpx.Auth:
         config = self.config
@@ -104,77 +185,79 @@ class Runtime:
                 token_value.get_secret_value() if token_value else None,
             )
             return AkSkAuth(StaticCredentials(credentials))
-        self._fg_credentials = SwappableCredentials(lambda: self._context_credentials)
-        return AkSkAuth(self._fg_credentials)
+        self._uses_context_credentials = True
+        return AkSkAuth(InvocationCredentials())
 
-    def _deadlines(self, invocation: Invocation) -> tuple[float | None, float | None]:
-        """Loop times by which the deletions must end, and by which dead letters must be stored."""
-        remaining = invocation.remaining_s()
-        if remaining is None:
-            return None, None
-        now = self.loop.time()
-        work = now + max(remaining - deadline_margin_s(remaining), 0.0)
-        return work, now + max(remaining - SINK_SAFETY_S, 0.0)
+    def _take_cold_start(self) -> bool:
+        with self._cold_lock:
+            cold, self.cold_start = self.cold_start, False
+            return cold
 
     def invoke(self, event: Any, context: Any) -> Any:
-        """Handle one event and return the platform's response."""
+        """Handle one event and return the platform's response (safe from several threads)."""
+        return self.run(event, context).response
+
+    def run(self, event: Any, context: Any) -> Invoked:
+        """Handle one event; return the response with the unit reports behind it (tools, demo)."""
         invocation = read_invocation(context)
+        cold = self._take_cold_start()
+        result: Invoked = self._thread.run(
+            self.invoke_async(event, context, invocation, cold_start=cold)
+        )
+        return result
+
+    async def invoke_async(
+        self, event: Any, context: Any, invocation: Invocation, *, cold_start: bool = False
+    ) -> Invoked:
+        """Handle one event on the running loop: the adapter from the platform to the engine."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             service=self.config.powertools_service_name,
-            cold_start=self.cold_start,
+            cold_start=cold_start,
             **invocation.log_fields(),
         )
-        self.cold_start = False
-        if self._fg_credentials is not None:
-            self._context_credentials = functiongraph_credentials(context)
-            creds = self._context_credentials
-            if creds is None and not self.config.dry_run:
+        redactor = self.redactor
+        if self._uses_context_credentials:
+            creds = functiongraph_credentials(context)
+            if creds is not None:  # they rotate: each invocation redacts its own
+                redactor = redactor.with_secrets([creds.ak, creds.sk, creds.security_token])
+            elif not self.config.dry_run:
                 _log.error("no credentials", error=NO_CREDENTIALS)
                 raise CredentialsUnavailableError(NO_CREDENTIALS)
-            if creds is not None:  # they rotate: only the current ones are looked for
-                logs.REDACTOR.rotate([creds.ak, creds.sk, creds.security_token])
-            self._fg_credentials.invalidate()
-        try:
-            source = detect(event)
-        except UnknownEventError as exc:
-            _log.error("unrecognised event", error=str(exc))
-            raise
-        work_deadline, sink_deadline = self._deadlines(invocation)
-        run = Run(
-            source=source,
-            policy=self.policy,
-            # Twice as many workers as requests in flight: when a slot frees, the next request
-            # is already built and waiting (the client's semaphore still caps what is sent).
-            executor=Executor(
-                self.client, deadline=work_deadline, workers=2 * self.config.max_concurrency
-            ),
-            sink=self.sink,
-            invocation_id=invocation.request_id,
-            sink_deadline=sink_deadline,
-        )
-        try:
-            reports = self.loop.run_until_complete(process(run, source.units(event)))
-        except BaseException:
-            # The loop outlives the invocation: nothing of a failed one may run in the next.
-            self._cancel_leftovers()
-            raise
-        summary = summarise(reports)
-        _log.info("invocation summary", source=source.kind, summary=summary)
-        failures = [r.dead_letter_error for r in reports if r.dead_letter_error]
-        if failures and not source.redelivers:
-            raise DeadLetterWriteError(
-                f"{len(failures)} unit(s) could not be dead-lettered: {failures[0]}; "
-                "failing so the platform retries"
+            _INVOCATION_CREDENTIALS.set(creds)
+        with redaction.use(redactor):
+            try:
+                source = detect(event)
+            except UnknownEventError as exc:
+                _log.error("unrecognised event", error=str(exc))
+                raise UnknownEventError(redactor.text(str(exc))) from None
+            remaining = invocation.remaining_s()
+            now = asyncio.get_running_loop().time()
+            job = Job(
+                source=source,
+                units=source.units(event),
+                invocation_id=invocation.request_id,
+                limit=None if remaining is None else now + remaining,
             )
-        return source.respond(reports, summary)
-
-    def _cancel_leftovers(self) -> None:
-        leftovers = asyncio.all_tasks(self.loop)
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            deps = Deps(
+                deleter=self.client,
+                sink=self.sink,
+                policy=self.policy,
+                redactor=redactor,
+                # Twice as many workers as requests in flight: when a slot frees, the next
+                # request is already built and waiting (the client's limit caps what is sent).
+                workers=2 * self.config.max_concurrency,
+            )
+            reports = await settle(job, deps)
+            summary = summarise(reports)
+            _log.info("invocation summary", source=source.kind, summary=summary)
+            failures = [r.dead_letter_error for r in reports if r.dead_letter_error]
+            if failures and not source.redelivers:
+                raise DeadLetterWriteError(
+                    f"{len(failures)} unit(s) could not be dead-lettered: {failures[0]}; "
+                    "failing so the platform retries"
+                )
+            return Invoked(source.respond(reports, summary), reports, summary)
 
     @classmethod
     def from_environment(cls) -> Runtime:
@@ -182,14 +265,21 @@ class Runtime:
         try:
             config = load_config()
         except ConfigError as exc:
-            logs.configure("ecs-metadata-janitor", os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"))
+            logs.configure("ecs-metadata-janitor", os.environ.get("POWERTOOLS_LOG_LEVEL"))
             _log.error("cold start failed", error=str(exc))
             raise
-        logs.configure(config.powertools_service_name, config.powertools_log_level)
         return cls(config)
 
     def close(self) -> None:
-        """Close the HTTP pool, the sink and the event loop (tests and the CLI)."""
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.run_until_complete(self.sink.aclose())
-        self.loop.close()
+        """Close the HTTP pool and the sink, then stop the loop and its thread."""
+        if self.loop.is_closed():
+            return
+
+        async def close_all() -> None:
+            await self.client.aclose()
+            await self.sink.aclose()
+            await self._transport.aclose()
+
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(timeout=10)
+        self._thread.stop()

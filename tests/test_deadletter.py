@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from handler import deadletter
+from handler import deadletter, redaction
 from handler.deadletter import (
     SCHEMA,
     DeadLetterError,
@@ -23,7 +23,6 @@ from handler.deadletter import (
     make_record,
     make_sink,
 )
-from handler.logs import REDACTOR
 from handler.outcomes import Outcome, Pair, Result
 
 PAIR = Pair("0123456789abcdef0123456789abcdef", "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f", "k")
@@ -46,9 +45,9 @@ NOW = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(autouse=True)
 def _clear_redactor() -> Iterator[None]:
-    REDACTOR.clear()
+    redaction.reset()
     yield
-    REDACTOR.clear()
+    redaction.reset()
 
 
 def _record(result: Result, **kwargs: Any) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def test_record_of_invalid_payload_has_raw_and_no_item() -> None:
 
 
 def test_record_redacts_secrets() -> None:
-    REDACTOR.add([SECRET])
+    redaction.set_process_secrets([SECRET])
     result = Result(Outcome.INVALID, raw=f'{{"sk": "{SECRET}"}}', detail=f"bad value {SECRET}")
     record = _record(result, source_id=f"id-{SECRET}")
     text = json.dumps(record)

@@ -119,8 +119,9 @@ def test_the_http_sink_gives_up_by_the_deadline() -> None:
         sink = HttpSink("http://dead-letters.test/in", transport=Slow())
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        with pytest.raises(DeadLetterError, match=r"cannot POST http://dead-letters\.test/in"):
+        with pytest.raises(DeadLetterError, match=r"cannot POST http://dead-letters\.test: ") as e:
             await sink.write([{"a": 1}], deadline=loop.time() + 0.3)
+        assert "/in" not in str(e.value)  # a sink URL's path may hold a token
         await sink.aclose()
         return time.perf_counter() - started
 
@@ -167,6 +168,7 @@ def test_no_message_body_makes_the_function_raise(
         assert response == {"batchItemFailures": []}  # the API always answers 204 here
         letters = sink_file.read_text("utf-8").splitlines() if sink_file.exists() else []
         for line in letters:
-            assert json.loads(line)["reason"] == "invalid"
+            # "__…" keys are valid but protected by default: dead-lettered, not invalid.
+            assert json.loads(line)["reason"] in {"invalid", "protected"}
 
     check()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import abc
+import enum
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from handler.model import ParsedPayload
+from handler.model import ParsedPayload, parse_payload
 from handler.outcomes import Result
 
 
@@ -14,13 +17,51 @@ class UnknownEventError(ValueError):
     """The event has no shape this function knows; it is never answered with success."""
 
 
+class OnTransient(enum.Enum):
+    """What a transient outcome (conflict, retries exhausted, deadline) does to its unit."""
+
+    #: The platform delivers the unit again (SQS batchItemFailures, Kinesis, a FIFO group).
+    REDELIVER = "redeliver"
+    #: The pair is dead-lettered: the platform would retry the whole event, or nothing.
+    DEAD_LETTER = "dead_letter"
+    #: The caller is told in the answer (an HTTP status) and sends it again itself.
+    ANSWER = "answer"
+
+
 @dataclass(slots=True)
 class Unit:
-    """The smallest part of an event the platform can redeliver: a message, a record, a body."""
+    """The smallest part of an event the platform can redeliver: a message, a record, a body.
+
+    `id` names it in logs and dead letters; `ref` is whatever the source needs to report it
+    back (an SQS message id, a Kafka partition and offset); `group` orders units (a FIFO group,
+    a partition). The payload is parsed from `body` when first read (the engine does, with an
+    eye on the deadline).
+    """
 
     id: str | None
-    payload: ParsedPayload
+    body: Any
+    parse: Callable[[Any], ParsedPayload] = parse_payload
     group: str | None = None
+    ref: Any = None
+    _payload: ParsedPayload | None = field(default=None, repr=False)
+
+    @property
+    def payload(self) -> ParsedPayload:
+        """The parsed payload (parsed once)."""
+        if self._payload is None:
+            self._payload = self.parse(self.body)
+        return self._payload
+
+    def raw_text(self) -> str:
+        """The body as text, as a dead letter keeps it."""
+        if isinstance(self.body, str):
+            return self.body
+        if isinstance(self.body, bytes):
+            return self.body.decode("utf-8", errors="replace")
+        try:
+            return json.dumps(self.body, ensure_ascii=False, default=repr)
+        except (TypeError, ValueError, RecursionError):
+            return repr(self.body)
 
 
 @dataclass(slots=True)
@@ -39,13 +80,18 @@ class Source(abc.ABC):
 
     #: Short name used in logs and dead letters (`sqs`, `direct`, …).
     kind: str
-    #: True when transient outcomes go back to the platform (the queue redelivers the unit).
-    redelivers: bool = False
-    #: True when a failed unit must stop the later units of its group (SQS FIFO).
+    #: What a transient outcome does to a unit of this source (decided in handler.engine).
+    on_transient: OnTransient = OnTransient.DEAD_LETTER
+    #: True when a unit going back must stop the later units of its group (SQS FIFO).
     ordered: bool = False
 
     def __init__(self, event: Any = None) -> None:  # noqa: B027 - optional hook
         """Look at the whole event once (FIFO detection); most sources need nothing."""
+
+    @property
+    def redelivers(self) -> bool:
+        """True when transient outcomes go back to the platform rather than to the sink."""
+        return self.on_transient is not OnTransient.DEAD_LETTER
 
     @classmethod
     @abc.abstractmethod
@@ -54,7 +100,7 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def units(self, event: Any) -> list[Unit]:
-        """Split the event into units, each with its parsed payload."""
+        """Split the event into units (their payloads are parsed later, by the engine)."""
 
     @abc.abstractmethod
     def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.model import parse_payload
+from handler import redaction
 from handler.outcomes import Result
 from handler.sources.base import Source, Unit, UnitReport
 
@@ -17,7 +17,7 @@ def summary_response(reports: list[UnitReport], summary: dict[str, Any]) -> dict
     results: list[Result] = [r for report in reports for r in report.results]
     body: dict[str, Any] = {
         "summary": summary,
-        "results": [r.as_dict() for r in results[:MAX_RESULTS]],
+        "results": [redaction.current().value(r.as_dict()) for r in results[:MAX_RESULTS]],
     }
     if len(results) > MAX_RESULTS:
         body["results_truncated"] = len(results) - MAX_RESULTS
@@ -38,7 +38,7 @@ class DirectSource(Source):
 
     def units(self, event: Any) -> list[Unit]:
         """The whole event is one unit."""
-        return [Unit(id=None, payload=parse_payload(event))]
+        return [Unit(id=None, body=event)]
 
     def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
         """Return the summary and the per-pair results."""

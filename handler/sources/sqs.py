@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.model import parse_text
-from handler.sources.base import Source, Unit, UnitReport
+from handler.model import parse_body
+from handler.sources.base import OnTransient, Source, Unit, UnitReport
 
 
 def _records(event: Any) -> list[Any]:
@@ -17,7 +17,7 @@ class SqsSource(Source):
     """An SQS batch; transient failures go back to the queue, FIFO groups stop at a failure."""
 
     kind = "sqs"
-    redelivers = True
+    on_transient = OnTransient.REDELIVER
 
     def __init__(self, event: Any = None) -> None:
         """Note whether the batch comes from a FIFO queue."""
@@ -39,12 +39,14 @@ class SqsSource(Source):
             message_id = record.get("messageId")
             attributes = record.get("attributes")
             group = attributes.get("MessageGroupId") if isinstance(attributes, dict) else None
-            body = record.get("body")
+            message = str(message_id) if message_id not in (None, "") else None
             units.append(
                 Unit(
-                    id=str(message_id) if message_id not in (None, "") else None,
-                    payload=parse_text(body if isinstance(body, str) else None),
+                    id=message,
+                    body=record.get("body"),
+                    parse=parse_body,
                     group=str(group) if group is not None else None,
+                    ref=message,
                 )
             )
         return units
@@ -56,7 +58,7 @@ class SqsSource(Source):
         retry the whole batch: better than losing it.
         """
         failures = [
-            {"itemIdentifier": report.unit.id or ""} for report in reports if report.redeliver
+            {"itemIdentifier": report.unit.ref or ""} for report in reports if report.redeliver
         ]
         return {"batchItemFailures": failures}
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from handler.model import ParsedPayload
 from handler.outcomes import Outcome
 from handler.sources import UnknownEventError, detect
 from handler.sources.base import Unit, UnitReport
@@ -50,9 +49,9 @@ def test_fifo_is_recognised_by_queue_arn_alone() -> None:
 
 def test_response_lists_only_redelivered_messages_and_survives_missing_ids() -> None:
     source = SqsSource()
-    ok = UnitReport(Unit("m-1", ParsedPayload()))
-    bad = UnitReport(Unit("m-2", ParsedPayload()), redeliver=True)
-    anonymous = UnitReport(Unit(None, ParsedPayload()), redeliver=True)
+    ok = UnitReport(Unit("m-1", "[]", ref="m-1"))
+    bad = UnitReport(Unit("m-2", "[]", ref="m-2"), redeliver=True)
+    anonymous = UnitReport(Unit(None, "[]"), redeliver=True)
     assert source.respond([ok, bad, anonymous], {}) == {
         "batchItemFailures": [{"itemIdentifier": "m-2"}, {"itemIdentifier": ""}]
     }

@@ -1,0 +1,281 @@
+"""The engine: one invocation's units settled as a coroutine, with everything it needs passed in.
+
+It owns no event loop and no globals: the Lambda/FunctionGraph entry (handler.runtime), the
+CLI and tests call `settle` with a Job and the Deps to use, so invocations running at once in
+one process cannot step on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from handler import redaction
+from handler.deadletter import DeadLetterError, DeadLetterSink, make_record
+from handler.execute import Deleter, Executor
+from handler.model import ParsedPayload
+from handler.outcomes import Outcome, Pair, Result
+from handler.plan import Plan, Policy, make_plan
+from handler.redaction import Redactor
+from handler.sources.base import OnTransient, Source, Unit, UnitReport
+
+_log = structlog.get_logger("handler.engine")
+
+#: Time kept back from the platform's limit whatever the work: to answer.
+ANSWER_S = 0.1
+#: CPU time one pair's INFO log line takes at the end of an invocation (measured: ~12 µs;
+#: kept with headroom for a slow or shared CPU).
+LOG_LINE_S = 40e-6
+#: A sink that does not say what one record costs is assumed to take this long.
+DEFAULT_PER_LETTER_S = 100e-6
+
+
+def base_margin_s(remaining_s: float) -> float:
+    """Time kept back from the platform's limit before any dead letter is counted."""
+    return min(max(remaining_s * 0.1, 0.25), 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the engine works with, all passed in: deleter, sink, policy, redactor, clock."""
+
+    deleter: Deleter
+    sink: DeadLetterSink
+    policy: Policy
+    redactor: Redactor
+    #: Workers of the invocation's pool (the deleter's own limit caps the requests in flight).
+    workers: int = 32
+    #: The loop's clock by default; the deadlines below are in its time.
+    clock: Callable[[], float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One invocation's work: the source's units and the time it has."""
+
+    source: Source
+    units: list[Unit]
+    invocation_id: str
+    #: Clock time of the platform's own limit (None: no limit, a local run).
+    limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """When parsing and deleting must stop, and when the dead letters must be stored."""
+
+    work: float | None
+    sink: float | None
+
+    @classmethod
+    def of(cls, limit: float | None, now: float, pairs: int, per_letter_s: float) -> Deadlines:
+        """Deadlines for `pairs` pairs, each of which may need a dead letter and a log line."""
+        if limit is None:
+            return cls(None, None)
+        remaining = max(limit - now, 0.0)
+        finish = pairs * (per_letter_s + LOG_LINE_S)
+        work = limit - base_margin_s(remaining) - finish
+        return cls(max(work, now), max(limit - ANSWER_S, now))
+
+
+def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
+    """The one decision of what a transient outcome does: go back to the platform or not."""
+    return on_transient is not OnTransient.DEAD_LETTER and any(r.outcome.transient for r in results)
+
+
+async def settle(job: Job, deps: Deps) -> list[UnitReport]:
+    """Settle every unit of the job; return one report per unit, in the units' order."""
+    with redaction.use(deps.redactor):
+        clock = deps.clock or asyncio.get_running_loop().time
+        parse_by = Deadlines.of(job.limit, clock(), 0, 0.0).work
+        payloads = [_payload(unit, clock, parse_by) for unit in job.units]
+        plans = [make_plan(payload.items, deps.policy) for payload in payloads]
+        pairs = sum(len(p.to_delete) + len(p.decided) for p in plans)
+        pairs += sum(len(p.invalid) for p in payloads)
+        per_letter = getattr(deps.sink, "seconds_per_record", DEFAULT_PER_LETTER_S)
+        deadlines = Deadlines.of(job.limit, clock(), pairs, per_letter)
+        executor = Executor(deps.deleter, deadline=deadlines.work, workers=deps.workers)
+        try:
+            if job.source.ordered:
+                reports = await _ordered(job, executor, payloads, plans)
+            else:
+                reports = await _unordered(job, executor, payloads, plans)
+            await _write_dead_letters(job, deps.sink, reports, deadlines.sink)
+        finally:
+            executor.cancel()
+        for report in reports:
+            _log_report(job, report, deps.policy)
+        return reports
+
+
+def _payload(unit: Unit, clock: Callable[[], float], parse_by: float | None) -> ParsedPayload:
+    """Parse a unit's payload, unless the time to do so has run out."""
+    if parse_by is not None and clock() >= parse_by:
+        raw = unit.raw_text()
+        why = "the invocation's time ran out before this payload was read"
+        result = Result(Outcome.DEADLINE, raw=redaction.current().cut(raw, 8192), detail=why)
+        return ParsedPayload(invalid=[result])
+    return unit.payload
+
+
+async def _unordered(
+    job: Job, executor: Executor, payloads: list[ParsedPayload], plans: list[Plan]
+) -> list[UnitReport]:
+    futures = [executor.submit(plan.to_delete) for plan in plans]
+    everything = [f for unit_futures in futures for f in unit_futures]
+    if everything:
+        await asyncio.wait(everything)
+    reports = []
+    for unit, payload, plan, unit_futures in zip(job.units, payloads, plans, futures, strict=True):
+        done = [f.result() for f in unit_futures]
+        reports.append(_report(job, unit, [*payload.invalid, *plan.decided, *done]))
+    return reports
+
+
+async def _ordered(
+    job: Job, executor: Executor, payloads: list[ParsedPayload], plans: list[Plan]
+) -> list[UnitReport]:
+    """Each group's units one after another; after a unit goes back, the rest of its group too."""
+    groups: dict[str | None, list[int]] = {}
+    for index, unit in enumerate(job.units):
+        groups.setdefault(unit.group, []).append(index)
+    reports: list[UnitReport | None] = [None] * len(job.units)
+
+    async def run_group(indices: list[int]) -> None:
+        failed = False
+        for index in indices:
+            unit = job.units[index]
+            if failed:
+                reports[index] = UnitReport(unit, redeliver=True, skipped=True)
+                continue
+            done = await executor.settle_all(plans[index].to_delete)
+            results = [*payloads[index].invalid, *plans[index].decided, *done]
+            report = reports[index] = _report(job, unit, results)
+            failed = report.redeliver
+
+    await asyncio.gather(*(run_group(indices) for indices in groups.values()))
+    return [report for report in reports if report is not None]
+
+
+def _report(job: Job, unit: Unit, results: list[Result]) -> UnitReport:
+    return UnitReport(unit, results, redeliver=must_redeliver(results, job.source.on_transient))
+
+
+async def _write_dead_letters(
+    job: Job, sink: DeadLetterSink, reports: list[UnitReport], deadline: float | None
+) -> None:
+    """Write every dead letter of the invocation in one call; map a failure back to its units."""
+    records: list[dict[str, Any]] = []
+    owners: list[UnitReport] = []
+    for report in reports:
+        if report.redeliver:
+            continue  # the whole unit goes back; its dead letters are written on the final try
+        for result in report.results:
+            if not result.outcome.settled:
+                records.append(
+                    make_record(
+                        result,
+                        source_kind=job.source.kind,
+                        source_id=report.unit.id,
+                        invocation_id=job.invocation_id,
+                    )
+                )
+                owners.append(report)
+    if not records:
+        return
+    try:
+        await sink.write(records, deadline=deadline)
+        return
+    except DeadLetterError as exc:
+        stored, error = exc.stored, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in a sink must not lose the units
+        stored, error = 0, f"{sink.description}: {type(exc).__name__}: {exc}"
+    error = redaction.current().text(error)
+    failed = {id(report): report for report in owners[stored:]}
+    _log.error("dead letters not written", error=error, count=len(records) - stored)
+    redeliver = job.source.on_transient is not OnTransient.DEAD_LETTER
+    for report in failed.values():
+        report.dead_letter_error = error
+        report.redeliver = redeliver
+    if redeliver and job.source.ordered:
+        # The later units of a failed unit's group ran already; deletes are idempotent, so they
+        # simply go back with it, and the queue keeps the group's order.
+        stopped = {report.unit.group for report in failed.values()}
+        after: set[str | None] = set()
+        for report in reports:
+            group = report.unit.group
+            if group in after:
+                report.redeliver = True
+            if id(report) in failed and group in stopped:
+                after.add(group)
+
+
+def _log_report(job: Job, report: UnitReport, policy: Policy) -> None:
+    unit = report.unit
+    if report.skipped:
+        why = "an earlier message of its group went back to the queue"
+        for item in unit.payload.items:
+            pair = Pair(item.project_id or policy.default_project, item.server_id, item.key)
+            _log_pair(job, unit, pair, None, "pair returned to the queue", "warning", detail=why)
+        return
+    for result in report.results:
+        outcome = result.outcome
+        if outcome.settled:
+            message, level = "pair settled", "info"
+        elif report.redeliver:
+            message, level = "pair returned to the queue", "warning"
+        else:
+            message, level = "pair dead-lettered", "info"
+        _log_pair(job, unit, result.pair, result, message, level)
+
+
+def _log_pair(
+    job: Job,
+    unit: Unit,
+    pair: Pair | None,
+    result: Result | None,
+    message: str,
+    level: str,
+    detail: str | None = None,
+) -> None:
+    getattr(_log, level)(
+        message,
+        correlation_id=unit.id,
+        outcome=result.outcome.value if result else None,
+        project_id=pair.project_id if pair else None,
+        server_id=pair.server_id if pair else None,
+        key=pair.key if pair else None,
+        status=result.status if result else None,
+        attempts=result.attempts if result else None,
+        detail=result.detail if result else detail,
+        request_id=result.request_id if result else None,
+        source=job.source.kind,
+        source_id=unit.id,
+    )
+
+
+def summarise(reports: list[UnitReport]) -> dict[str, Any]:
+    """Count the outcomes of an invocation: per outcome, dead-lettered, returned, skipped."""
+    counts: Counter[str] = Counter()
+    dead_lettered = returned = 0
+    for report in reports:
+        for result in report.results:
+            counts[result.outcome.value] += 1
+            if not result.outcome.settled:
+                if report.redeliver:
+                    returned += 1
+                elif report.dead_letter_error is None:
+                    dead_lettered += 1
+    summary: dict[str, Any] = {name.value: counts.get(name.value, 0) for name in Outcome}
+    summary["pairs"] = sum(counts.values())
+    summary["dead_lettered"] = dead_lettered
+    summary["returned_to_queue"] = returned
+    summary["units"] = len(reports)
+    summary["units_skipped"] = sum(1 for r in reports if r.skipped)
+    summary["dead_letter_failures"] = sum(1 for r in reports if r.dead_letter_error)
+    return summary
