@@ -16,6 +16,13 @@ from handler.sandbox.errors import SandboxConfigError, describe_validation_error
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 DEMO_OTHER_PROJECT_ID = "fedcba9876543210fedcba9876543210"
 
+#: The demo seed's servers, by name: the one place the demo ids are written.
+DEMO_WEB1 = "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f"
+DEMO_WEB2 = "3f1c2b9e-8a7d-4c6b-9e5f-0a1b2c3d4e5f"
+DEMO_BUILD1 = "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+DEMO_DB1 = "c0ffee00-1234-4abc-8def-0123456789ab"
+DEMO_OTHER1 = "0badc0de-0000-4000-8000-000000000001"
+
 VmState = Literal[
     "active",
     "building",
@@ -152,7 +159,7 @@ DEMO_SEED: dict[str, Any] = {
     },
     "servers": [
         _server(
-            "6a4e1a2c-1d4f-4a47-9d0b-1b2f3c4d5e6f",
+            DEMO_WEB1,
             "web-1",
             {
                 "lease-owner": "batch-7",
@@ -163,20 +170,20 @@ DEMO_SEED: dict[str, Any] = {
             },
         ),
         _server(
-            "3f1c2b9e-8a7d-4c6b-9e5f-0a1b2c3d4e5f",
+            DEMO_WEB2,
             "web-2",
             {"lease-owner": "batch-9", "lease-expires": "2026-11-27T11:00:00Z"},
             locked=True,
         ),
         _server(
-            "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+            DEMO_BUILD1,
             "build-1",
             {"lease-owner": "batch-3"},
             vm_state="building",
             active_after_s=2,
         ),
         _server(
-            "c0ffee00-1234-4abc-8def-0123456789ab",
+            DEMO_DB1,
             "db-1",
             {
                 "lease-owner": "batch-1",
@@ -185,7 +192,7 @@ DEMO_SEED: dict[str, Any] = {
             },
         ),
         _server(
-            "0badc0de-0000-4000-8000-000000000001",
+            DEMO_OTHER1,
             "other-1",
             {"lease-owner": "batch-2"},
             project_id=DEMO_OTHER_PROJECT_ID,
