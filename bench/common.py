@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,47 @@ def pairs_event(servers: int, keys: int) -> dict[str, Any]:
     """A direct-invocation event naming every key of a `make_seed(servers, keys)` seed."""
     names = [f"k{i}" for i in range(keys)]
     return {"items": [{"server_id": server_id(n), "keys": names} for n in range(servers)]}
+
+
+#: The queue of `sqs_event`'s records: a standard queue (a FIFO queue's name ends in `.fifo`).
+SQS_QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:ecs-metadata-janitor"
+
+
+def sqs_event(servers: int, keys: int) -> dict[str, Any]:
+    """An SQS batch of one message per pair (`{"server_id", "key"}`) of a `make_seed` seed."""
+    records = []
+    for n in range(servers):
+        server = server_id(n)
+        for i in range(keys):
+            number = n * keys + i
+            message_id = str(uuid.UUID(int=(1 << 64) + number, version=4))
+            body = json.dumps({"server_id": server, "key": f"k{i}"})
+            sent = str(1_767_225_600_000 + number)
+            records.append(
+                {
+                    "messageId": message_id,
+                    # Real receipt handles are opaque strings of a few hundred characters.
+                    "receiptHandle": "AQEB" + 2 * hashlib.sha512(message_id.encode()).hexdigest(),
+                    "body": body,
+                    "attributes": {
+                        "ApproximateReceiveCount": "1",
+                        "SentTimestamp": sent,
+                        "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                        "ApproximateFirstReceiveTimestamp": sent,
+                    },
+                    "messageAttributes": {},
+                    "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": SQS_QUEUE_ARN,
+                    "awsRegion": "eu-west-1",
+                }
+            )
+    return {"Records": records}
+
+
+def keys_left(state: dict[str, Any]) -> int:
+    """How many of the seed's `k…` keys a sandbox state (`SandboxProcess.state()`) still holds."""
+    return sum(len([k for k in s["metadata"] if k.startswith("k")]) for s in state["servers"])
 
 
 def pin_self_to_client_core() -> None:
