@@ -88,6 +88,15 @@ def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
     return on_transient is not OnTransient.DEAD_LETTER and any(r.outcome.transient for r in results)
 
 
+def answer_status(reports: list[UnitReport]) -> int:
+    """The HTTP status a webhook answers: 200 settled, 207 some dead-lettered or to send again,
+    503 when a dead letter could not be stored (the caller must send it all again)."""
+    if any(report.dead_letter_error for report in reports):
+        return 503
+    unsettled = any(not r.outcome.settled for report in reports for r in report.results)
+    return 207 if unsettled else 200
+
+
 async def settle(job: Job, deps: Deps) -> list[UnitReport]:
     """Settle every unit of the job; return one report per unit, in the units' order."""
     with redaction.use(deps.redactor):

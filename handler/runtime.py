@@ -37,6 +37,7 @@ from handler.ecs.transport import AiohttpTransport
 from handler.engine import Deps, Job, base_margin_s, settle, summarise
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
+from handler.sources.base import RejectedEvent
 
 __all__ = [
     "CredentialsUnavailableError",
@@ -231,11 +232,18 @@ class Runtime:
             except UnknownEventError as exc:
                 _log.error("unrecognised event", error=str(exc))
                 raise UnknownEventError(redactor.text(str(exc))) from None
+            try:
+                units = source.units(event)
+            except RejectedEvent as exc:
+                _log.warning(
+                    "event rejected", source=source.kind, status=exc.status, error=exc.message
+                )
+                return Invoked(source.reject(exc), [], {})
             remaining = invocation.remaining_s()
             now = asyncio.get_running_loop().time()
             job = Job(
                 source=source,
-                units=source.units(event),
+                units=units,
                 invocation_id=invocation.request_id,
                 limit=None if remaining is None else now + remaining,
             )

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.sources.base import Source, Unit, UnitReport, UnknownEventError
+from handler.sources.base import (
+    HttpAnswer,
+    HttpRequest,
+    OnTransient,
+    RejectedEvent,
+    Source,
+    Unit,
+    UnitReport,
+    UnknownEventError,
+)
 from handler.sources.direct import DirectSource
 from handler.sources.sqs import SqsSource
 
 #: Checked in this order; the first whose `matches` is true handles the event.
 SOURCES: tuple[type[Source], ...] = (SqsSource, DirectSource)
 
-__all__ = ["SOURCES", "Source", "Unit", "UnitReport", "UnknownEventError", "detect"]
+__all__ = [
+    "SOURCES",
+    "HttpAnswer",
+    "HttpRequest",
+    "OnTransient",
+    "RejectedEvent",
+    "Source",
+    "Unit",
+    "UnitReport",
+    "UnknownEventError",
+    "detect",
+]
 
 
 def _shape(event: Any) -> str:

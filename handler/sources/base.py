@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,46 @@ from handler.outcomes import Result
 
 class UnknownEventError(ValueError):
     """The event has no shape this function knows; it is never answered with success."""
+
+
+class RejectedEvent(Exception):
+    """An event refused whole before any pair is touched: a bad signature, too many pairs."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A webhook's request as a source reads it: method, path, headers (any case), raw body."""
+
+    method: str
+    headers: Mapping[str, str]
+    body: bytes
+    path: str = "/"
+
+    @classmethod
+    def of(
+        cls, method: str, headers: Mapping[str, Any] | None, body: bytes, path: str = "/"
+    ) -> HttpRequest:
+        """Build one with header names lower-cased (platforms differ in the case they keep)."""
+        lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items() if v is not None}
+        return cls(method.upper(), lowered, body, path)
+
+    def header(self, name: str) -> str | None:
+        """The value of a header, whatever the case of its name."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A status and a JSON body: what a webhook source turns into its platform's response."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
 
 
 class OnTransient(enum.Enum):
@@ -105,3 +145,7 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> Any:
         """Build the platform's response from the unit reports."""
+
+    def reject(self, error: RejectedEvent) -> Any:
+        """Answer an event refused whole (a webhook answers its status); by default, raise."""
+        raise error
