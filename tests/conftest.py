@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,41 @@ def demo_seed() -> dict[str, Any]:
     return copy.deepcopy(DEMO_SEED)
 
 
+SandboxFactory = Callable[..., Sandbox]
+
+
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(demo_seed()) as sb:
-        yield sb
+def make_sandbox() -> Iterator[SandboxFactory]:
+    """The one way tests start sandboxes: `make_sandbox(seed=None, faults=None, latency_ms=0)`.
+
+    The demo seed (a fresh copy) unless a seed is given; every sandbox started is stopped at
+    the end of the test.
+    """
+    started: list[Sandbox] = []
+
+    def start(
+        seed: Mapping[str, Any] | None = None,
+        faults: Mapping[str, Any] | None = None,
+        latency_ms: float = 0.0,
+    ) -> Sandbox:
+        sb = Sandbox(
+            dict(seed) if seed is not None else demo_seed(),
+            dict(faults) if faults is not None else None,
+            latency_ms=latency_ms,
+        )
+        sb.__enter__()
+        started.append(sb)
+        return sb
+
+    yield start
+    for sb in reversed(started):
+        sb.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
+    """A sandbox running the demo seed, without faults."""
+    return make_sandbox()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from handler.sandbox import Sandbox
+from tests.conftest import SandboxFactory
 from tests.sandbox._demo import TOKEN
 
 
@@ -20,10 +21,9 @@ def _no_leaked_sandbox_threads() -> Iterator[None]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    """A sandbox running the demo seed, without faults."""
-    with Sandbox() as sb:
-        yield sb
+def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
+    """A sandbox running the demo seed, without faults (from the suite's one factory)."""
+    return make_sandbox()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from handler.sandbox import Sandbox
+from tests.conftest import SandboxFactory
 from tests.sandbox._demo import (
     BUILD1,
     DB1,
@@ -116,7 +117,7 @@ def test_delete_while_building_answers_409_vm_state(client: httpx.Client) -> Non
     }
 
 
-def test_lock_is_reported_before_vm_state() -> None:
+def test_lock_is_reported_before_vm_state(make_sandbox: SandboxFactory) -> None:
     seed = {
         "project_id": PROJECT,
         "credentials": {"token": TOKEN},
@@ -124,24 +125,26 @@ def test_lock_is_reported_before_vm_state() -> None:
             {"id": MISSING, "vm_state": "error", "locked": True, "metadata": {"k": "v"}},
         ],
     }
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
         response = c.delete(item_path(MISSING, "k"))
     assert response.status_code == 409
     assert response.json()["conflictingRequest"]["message"] == f"Instance {MISSING} is locked"
 
 
 @pytest.mark.parametrize("vm_state", ["active", "stopped", "paused", "suspended"])
-def test_delete_allowed_in_writable_vm_states(vm_state: str) -> None:
+def test_delete_allowed_in_writable_vm_states(make_sandbox: SandboxFactory, vm_state: str) -> None:
     seed = {
         "project_id": PROJECT,
         "credentials": {"token": TOKEN},
         "servers": [{"id": MISSING, "vm_state": vm_state, "metadata": {"k": "v"}}],
     }
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
         assert c.delete(item_path(MISSING, "k")).status_code == 204
 
 
-def test_transient_state_becomes_active_after_delay() -> None:
+def test_transient_state_becomes_active_after_delay(make_sandbox: SandboxFactory) -> None:
     seed = {
         "project_id": PROJECT,
         "credentials": {"token": TOKEN},
@@ -149,7 +152,8 @@ def test_transient_state_becomes_active_after_delay() -> None:
             {"id": MISSING, "vm_state": "building", "active_after_s": 0.3, "metadata": {"k": "v"}}
         ],
     }
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
         first = c.delete(item_path(MISSING, "k"))
         assert first.status_code == 409
         assert "vm_state building" in first.json()["conflictingRequest"]["message"]
@@ -163,13 +167,14 @@ def test_transient_state_becomes_active_after_delay() -> None:
         assert server["active_after_s"] is None
 
 
-def test_unlock_after_delay() -> None:
+def test_unlock_after_delay(make_sandbox: SandboxFactory) -> None:
     seed = {
         "project_id": PROJECT,
         "credentials": {"token": TOKEN},
         "servers": [{"id": MISSING, "locked": True, "unlock_after_s": 0.2, "metadata": {"k": "v"}}],
     }
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
         assert c.delete(item_path(MISSING, "k")).status_code == 409
         time.sleep(0.25)
         assert c.delete(item_path(MISSING, "k")).status_code == 204
@@ -200,13 +205,14 @@ def test_double_encoded_key_is_decoded_only_once(sandbox: Sandbox, client: httpx
     assert "env:stage" in metadata_of(sandbox, WEB1)
 
 
-def test_encoded_slash_stays_inside_the_key() -> None:
+def test_encoded_slash_stays_inside_the_key(make_sandbox: SandboxFactory) -> None:
     seed = {
         "project_id": PROJECT,
         "credentials": {"token": TOKEN},
         "servers": [{"id": MISSING, "metadata": {"a/b": "1", "a": "2", "50%": "3"}}],
     }
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url, headers={"X-Auth-Token": TOKEN}) as c:
         assert c.delete(item_path(MISSING, "a%2Fb")).status_code == 204
         assert c.delete(item_path(MISSING, "50%25")).status_code == 204
         assert sb.state()["servers"][0]["metadata"] == {"a": "2"}

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from handler.sandbox import Sandbox
+from tests.conftest import SandboxFactory
 from tests.sandbox._demo import AK, DB1, PROJECT, SK, TOKEN, WEB1, item_path
 from tests.sandbox._sign import sign
 
@@ -212,9 +213,10 @@ def seed_with(credentials: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_security_token_is_required_when_seeded() -> None:
+def test_security_token_is_required_when_seeded(make_sandbox: SandboxFactory) -> None:
     seed = seed_with({"ak": AK, "sk": SK, "security_token": "sts-token"})
-    with Sandbox(seed) as sb, httpx.Client(base_url=sb.url) as http:
+    sb = make_sandbox(seed)
+    with httpx.Client(base_url=sb.url) as http:
         assert_unauthorized(send_signed(http, "DELETE", item_path(WEB1, "a")))
         wrong = send_signed(
             http, "DELETE", item_path(WEB1, "a"), headers={"X-Security-Token": "other"}
@@ -226,10 +228,14 @@ def test_security_token_is_required_when_seeded() -> None:
         assert right.status_code == 204
 
 
-def test_token_only_seed_refuses_signatures_and_aksk_seed_refuses_tokens() -> None:
-    with Sandbox(seed_with({"token": "t"})) as sb, httpx.Client(base_url=sb.url) as http:
+def test_token_only_seed_refuses_signatures_and_aksk_seed_refuses_tokens(
+    make_sandbox: SandboxFactory,
+) -> None:
+    sb = make_sandbox(seed_with({"token": "t"}))
+    with httpx.Client(base_url=sb.url) as http:
         assert_unauthorized(send_signed(http, "DELETE", item_path(WEB1, "a")))
         assert http.delete(item_path(WEB1, "a"), headers={"X-Auth-Token": "t"}).status_code == 204
-    with Sandbox(seed_with({"ak": AK, "sk": SK})) as sb, httpx.Client(base_url=sb.url) as http:
+    sb = make_sandbox(seed_with({"ak": AK, "sk": SK}))
+    with httpx.Client(base_url=sb.url) as http:
         assert_unauthorized(http.delete(item_path(WEB1, "a"), headers={"X-Auth-Token": TOKEN}))
         assert send_signed(http, "DELETE", item_path(WEB1, "a")).status_code == 204

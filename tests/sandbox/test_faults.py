@@ -15,6 +15,7 @@ from handler.sandbox import Sandbox
 from handler.sandbox.faults import FaultInjector, parse_faults
 from handler.sandbox.seed import parse_seed
 from handler.sandbox.server import SandboxApp
+from tests.conftest import SandboxFactory
 from tests.sandbox._demo import DB1, PROJECT, TOKEN, WEB1, item_path
 
 THROTTLED = (
@@ -32,9 +33,12 @@ def metadata_of(sandbox: Sandbox, server_id: str) -> dict[str, str]:
     return metadata
 
 
-def delete_sequence(faults: dict[str, Any], count: int = 60) -> list[tuple[str | None, int | None]]:
+def delete_sequence(
+    make_sandbox: SandboxFactory, faults: dict[str, Any], count: int = 60
+) -> list[tuple[str | None, int | None]]:
     """Send `count` DELETEs of absent keys; return (fault, status) as the sandbox logged them."""
-    with Sandbox(faults=faults) as sb, token_client(sb) as http:
+    sb = make_sandbox(faults=faults)
+    with token_client(sb) as http:
         for index in range(count):
             with contextlib.suppress(httpx.TransportError):
                 http.delete(item_path(WEB1, f"absent-{index}"))
@@ -55,9 +59,9 @@ MIXED = {
 }
 
 
-def test_same_seed_gives_the_same_faults() -> None:
-    first = delete_sequence(MIXED)
-    second = delete_sequence(MIXED)
+def test_same_seed_gives_the_same_faults(make_sandbox: SandboxFactory) -> None:
+    first = delete_sequence(make_sandbox, MIXED)
+    second = delete_sequence(make_sandbox, MIXED)
     assert first == second
     names = {fault for fault, _ in first}
     assert names >= {None, "429", "500", "502", "503", "504", "drop", "lost_response"}
@@ -66,7 +70,7 @@ def test_same_seed_gives_the_same_faults() -> None:
     assert statuses["drop"] is None
     assert statuses["lost_response"] is None
     assert statuses[None] == 404
-    other_seed = delete_sequence({**MIXED, "seed": 8})
+    other_seed = delete_sequence(make_sandbox, {**MIXED, "seed": 8})
     assert other_seed != first
 
 
@@ -78,8 +82,11 @@ def test_fault_injector_is_deterministic_per_seed() -> None:
     assert {three.draw() for _ in range(200)} == {None, "500", "drop"}
 
 
-def test_lost_response_applies_the_delete_and_closes_the_connection() -> None:
-    with Sandbox(faults={"rates": {"lost_response": 1.0}}) as sb, token_client(sb) as http:
+def test_lost_response_applies_the_delete_and_closes_the_connection(
+    make_sandbox: SandboxFactory,
+) -> None:
+    sb = make_sandbox(faults={"rates": {"lost_response": 1.0}})
+    with token_client(sb) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             http.delete(item_path(WEB1, "env%3Astage"))
         assert "env:stage" not in metadata_of(sb, WEB1)
@@ -92,8 +99,11 @@ def test_lost_response_applies_the_delete_and_closes_the_connection() -> None:
         assert retry.json()["itemNotFound"]["message"] == "Metadata item was not found"
 
 
-def test_drop_closes_the_connection_without_applying_the_delete() -> None:
-    with Sandbox(faults={"rates": {"drop": 1.0}}) as sb, token_client(sb) as http:
+def test_drop_closes_the_connection_without_applying_the_delete(
+    make_sandbox: SandboxFactory,
+) -> None:
+    sb = make_sandbox(faults={"rates": {"drop": 1.0}})
+    with token_client(sb) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             http.delete(item_path(WEB1, "owner"))
         assert metadata_of(sb, WEB1)["owner"] == "ops"
@@ -101,9 +111,10 @@ def test_drop_closes_the_connection_without_applying_the_delete() -> None:
         assert sb.requests()[-1]["status"] is None
 
 
-def test_injected_429_with_retry_after() -> None:
+def test_injected_429_with_retry_after(make_sandbox: SandboxFactory) -> None:
     faults = {"rates": {"429": 1.0}, "retry_after_s": 3, "retry_after_ratio": 1.0}
-    with Sandbox(faults=faults) as sb, token_client(sb) as http:
+    sb = make_sandbox(faults=faults)
+    with token_client(sb) as http:
         response = http.delete(item_path(WEB1, "owner"))
         assert response.status_code == 429
         assert response.headers["Retry-After"] == "3"
@@ -122,17 +133,21 @@ def test_injected_429_with_retry_after() -> None:
         {"rates": {"429": 1.0}, "retry_after_s": None, "retry_after_ratio": 1.0},
     ],
 )
-def test_injected_429_without_retry_after(faults: dict[str, Any]) -> None:
-    with Sandbox(faults=faults) as sb, token_client(sb) as http:
+def test_injected_429_without_retry_after(
+    make_sandbox: SandboxFactory, faults: dict[str, Any]
+) -> None:
+    sb = make_sandbox(faults=faults)
+    with token_client(sb) as http:
         response = http.delete(item_path(WEB1, "owner"))
     assert response.status_code == 429
     assert "Retry-After" not in response.headers
     assert response.json()["error_code"] == "APIGW.0308"
 
 
-def test_retry_after_ratio_splits_the_429s() -> None:
+def test_retry_after_ratio_splits_the_429s(make_sandbox: SandboxFactory) -> None:
     faults = {"seed": 1, "rates": {"429": 1.0}, "retry_after_ratio": 0.5}
-    with Sandbox(faults=faults) as sb, token_client(sb) as http:
+    sb = make_sandbox(faults=faults)
+    with token_client(sb) as http:
         with_header = sum(
             "Retry-After" in http.delete(item_path(WEB1, "owner")).headers for _ in range(40)
         )
@@ -148,8 +163,11 @@ def test_retry_after_ratio_splits_the_429s() -> None:
         (504, {"error_code": "APIGW.0203", "error_msg": "Backend timeout"}),
     ],
 )
-def test_injected_server_errors(status: int, body: dict[str, Any]) -> None:
-    with Sandbox(faults={"rates": {str(status): 1.0}}) as sb, token_client(sb) as http:
+def test_injected_server_errors(
+    make_sandbox: SandboxFactory, status: int, body: dict[str, Any]
+) -> None:
+    sb = make_sandbox(faults={"rates": {str(status): 1.0}})
+    with token_client(sb) as http:
         response = http.delete(item_path(WEB1, "owner"))
         assert response.status_code == status
         payload = response.json()
@@ -163,9 +181,10 @@ def test_injected_server_errors(status: int, body: dict[str, Any]) -> None:
         assert sb.requests()[-1]["fault"] == str(status)
 
 
-def test_slow_fault_delays_then_answers_normally() -> None:
+def test_slow_fault_delays_then_answers_normally(make_sandbox: SandboxFactory) -> None:
     faults = {"rates": {"slow": 1.0}, "slow_ms": 200}
-    with Sandbox(faults=faults) as sb, token_client(sb) as http:
+    sb = make_sandbox(faults=faults)
+    with token_client(sb) as http:
         started = time.perf_counter()
         response = http.delete(item_path(WEB1, "owner"))
         elapsed = time.perf_counter() - started
@@ -174,8 +193,11 @@ def test_slow_fault_delays_then_answers_normally() -> None:
         assert sb.requests()[-1]["fault"] == "slow"
 
 
-def test_faults_apply_only_to_delete_and_only_after_authentication() -> None:
-    with Sandbox(faults={"rates": {"500": 1.0}}) as sb, token_client(sb) as http:
+def test_faults_apply_only_to_delete_and_only_after_authentication(
+    make_sandbox: SandboxFactory,
+) -> None:
+    sb = make_sandbox(faults={"rates": {"500": 1.0}})
+    with token_client(sb) as http:
         assert http.get(f"/v2.1/{PROJECT}/servers/{WEB1}/metadata").status_code == 200
         assert http.put(item_path(WEB1, "k"), json={"meta": {"k": "v"}}).status_code == 200
         anonymous = http.delete(item_path(WEB1, "owner"), headers={"X-Auth-Token": "wrong"})
@@ -183,8 +205,9 @@ def test_faults_apply_only_to_delete_and_only_after_authentication() -> None:
         assert http.delete(f"/v1/{PROJECT}/cloudservers/{WEB1}/metadata/owner").status_code == 500
 
 
-def test_set_faults_replaces_the_configuration_at_runtime() -> None:
-    with Sandbox(faults={"rates": {"503": 1.0}}) as sb, token_client(sb) as http:
+def test_set_faults_replaces_the_configuration_at_runtime(make_sandbox: SandboxFactory) -> None:
+    sb = make_sandbox(faults={"rates": {"503": 1.0}})
+    with token_client(sb) as http:
         assert http.delete(item_path(WEB1, "owner")).status_code == 503
         sb.set_faults({"rates": {"429": 1.0}})
         assert http.delete(item_path(WEB1, "owner")).status_code == 429
@@ -192,8 +215,9 @@ def test_set_faults_replaces_the_configuration_at_runtime() -> None:
         assert http.delete(item_path(WEB1, "owner")).status_code == 204
 
 
-def test_global_rate_limit_answers_the_gateway_429() -> None:
-    with Sandbox(faults={"rate_limit_rps": 3}) as sb, token_client(sb) as http:
+def test_global_rate_limit_answers_the_gateway_429(make_sandbox: SandboxFactory) -> None:
+    sb = make_sandbox(faults={"rate_limit_rps": 3})
+    with token_client(sb) as http:
         statuses = [http.get(f"/v2.1/{PROJECT}/servers").status_code for _ in range(3)]
         limited = http.delete(item_path(DB1, "backup-policy"))
         assert statuses == [200, 200, 200]
@@ -213,15 +237,17 @@ def test_rate_limit_window_slides() -> None:
     assert injector.over_rate_limit(1.11) is False
 
 
-def test_latency_is_added_to_every_request() -> None:
-    with Sandbox(faults={"latency_ms": 150}) as sb, token_client(sb) as http:
+def test_latency_is_added_to_every_request(make_sandbox: SandboxFactory) -> None:
+    sb = make_sandbox(faults={"latency_ms": 150})
+    with token_client(sb) as http:
         started = time.perf_counter()
         http.get(f"/v2.1/{PROJECT}/servers")
         assert time.perf_counter() - started >= 0.14
 
 
-def test_latency_argument_overrides_the_fault_file() -> None:
-    with Sandbox(faults={"latency_ms": 2000}, latency_ms=100) as sb, token_client(sb) as http:
+def test_latency_argument_overrides_the_fault_file(make_sandbox: SandboxFactory) -> None:
+    sb = make_sandbox(faults={"latency_ms": 2000}, latency_ms=100)
+    with token_client(sb) as http:
         started = time.perf_counter()
         assert http.delete(item_path(WEB1, "owner")).status_code == 204
         elapsed = time.perf_counter() - started
