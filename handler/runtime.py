@@ -33,7 +33,7 @@ from handler.ecs.signing import (
     StaticCredentials,
     TokenAuth,
 )
-from handler.ecs.transport import AiohttpTransport
+from handler.ecs.transport import AdaptiveTransport, proxy_error
 from handler.engine import Deps, Job, base_margin_s, settle, summarise
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
@@ -148,7 +148,9 @@ class Runtime:
         self.config = config
         logs.configure(config.powertools_service_name, config.powertools_log_level)
         self.redactor = redaction.set_process_secrets(config.secrets())
-        self._transport = transport or AiohttpTransport(max_connections=config.max_concurrency)
+        if transport is None and (problem := proxy_error(config.endpoint)):
+            raise ConfigError(f"invalid configuration: {problem}")
+        self._transport = transport or AdaptiveTransport(max_connections=config.max_concurrency)
         try:  # before the loop: nothing is running yet if it fails
             self.sink = sink or make_sink(config.dead_letter_url, transport=self._transport)
         except ValueError as exc:

@@ -11,7 +11,7 @@ from handler.ecs.api import ComputeApi
 from handler.ecs.nova import NovaApi, metadata_path
 from handler.ecs.reply import Reply
 from handler.ecs.retry import BUDGET_EXTENSION, AttemptBudget, RetryableReply, RetryState, attempts
-from handler.ecs.transport import AiohttpTransport
+from handler.ecs.transport import AdaptiveTransport
 from handler.outcomes import Outcome, Pair, Result
 
 __all__ = ["CookielessClient", "CountingTransport", "EcsClient", "metadata_path"]
@@ -84,7 +84,7 @@ class EcsClient:
         max_in_flight: int = 16,
         api: ComputeApi | None = None,
     ) -> None:
-        inner = transport or AiohttpTransport(max_connections=max_in_flight)
+        inner = transport or AdaptiveTransport(max_connections=max_in_flight)
         self._http = CookielessClient(
             auth=auth, transport=CountingTransport(inner), timeout=timeout_s, trust_env=False
         )

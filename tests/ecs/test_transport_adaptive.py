@@ -1,0 +1,343 @@
+"""AdaptiveTransport: starts on httpcore, moves to aiohttp off the loop, closes all it opened."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from handler.ecs import transport as module
+from handler.ecs.transport import AdaptiveTransport, AiohttpTransport, load_aiohttp
+from tests.ecs.test_transport import RawServer, Reply, Seen, all_closed, serving_in_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a fresh process: nobody has loaded aiohttp for the transports yet."""
+    monkeypatch.setattr(module._AIOHTTP, "loaded", False)
+
+
+@pytest.fixture
+def held_import(monkeypatch: pytest.MonkeyPatch, not_loaded: None) -> Iterator[threading.Event]:
+    """The background import blocks until the returned event is set; it runs on `threads`."""
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def import_aiohttp() -> None:
+        threads.append(threading.current_thread())
+        assert release.wait(10)
+        module._AIOHTTP.loaded = True
+
+    monkeypatch.setattr(module, "_import_aiohttp", import_aiohttp)
+    release.threads = threads  # type: ignore[attr-defined]
+    yield release
+    release.set()
+
+
+def path_of(transport: AdaptiveTransport) -> str:
+    """The transport's path, read anew (not narrowed by an earlier assertion)."""
+    return transport.path
+
+
+async def wait_loaded() -> None:
+    for _ in range(500):
+        if module._AIOHTTP.loaded:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("aiohttp was never loaded")
+
+
+_FRESH = """
+import asyncio, json, sys
+import httpx
+import handler.ecs.transport as t
+after_import = sorted(m for m in ("aiohttp", "httpcore", "anyio") if m in sys.modules)
+
+async def main():
+    async def serve(reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        writer.write(b"HTTP/1.1 204 No Content\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await t.AdaptiveTransport().aclose()  # never used: opens and imports nothing
+    unused = sorted(m for m in ("aiohttp", "httpcore") if m in sys.modules)
+    transport = t.AdaptiveTransport()
+    request = httpx.Request("DELETE", f"http://127.0.0.1:{port}/x")
+    response = await transport.handle_async_request(request)
+    await transport.aclose()
+    server.close()
+    return response.status_code, unused, transport.path
+
+status, unused, path = asyncio.run(main())
+print(json.dumps({
+    "after_import": after_import, "unused": unused, "status": status, "path": path,
+    "aiohttp": "aiohttp" in sys.modules, "tls_contexts": len(t._SSL_CONTEXT),
+}))
+"""
+
+
+def test_a_fresh_process_answers_its_first_request_without_aiohttp_or_tls() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", _FRESH], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(run.stdout) == {
+        "after_import": [],  # the module imports neither aiohttp nor httpcore
+        "unused": [],
+        "status": 204,
+        "path": "httpcore",
+        "aiohttp": False,
+        "tls_contexts": 0,  # plain http never builds one
+    }
+
+
+def test_aiohttp_loads_on_a_worker_thread_while_httpcore_carries_on(
+    held_import: threading.Event,
+) -> None:
+    async def main() -> list[Seen]:
+        async with RawServer() as server:
+            transport = AdaptiveTransport(switch_after=3)
+            async with httpx.AsyncClient(transport=transport) as client:
+                for n in range(3):
+                    await client.delete(f"{server.url}/core{n}")
+                assert transport.path == "httpcore"
+                for n in range(3, 6):  # the import has started and is held: no stall
+                    assert (await client.delete(f"{server.url}/core{n}")).status_code == 204
+                    assert transport.path == "httpcore"
+                threads = held_import.threads  # type: ignore[attr-defined]
+                assert len(threads) == 1
+                assert threads[0] is not threading.current_thread()
+                held_import.set()
+                await wait_loaded()
+                for n in range(2):
+                    assert (await client.delete(f"{server.url}/aio{n}")).status_code == 204
+                    assert path_of(transport) == "aiohttp"
+                # the switch closed httpcore's idle connection
+                assert 0 not in server.open
+            return server.seen
+
+    seen = asyncio.run(main())
+    assert [(s.connection, s.target) for s in seen] == [
+        *((0, f"/core{n}") for n in range(6)),
+        (1, "/aio0"),
+        (1, "/aio1"),
+    ]
+
+
+def test_requests_under_way_finish_on_httpcore(not_loaded: None) -> None:
+    async def reply(seen: Seen) -> Reply:
+        if seen.target == "/slow":
+            await asyncio.sleep(0.3)
+        return 200, [], seen.target.encode()
+
+    async def main() -> None:
+        async with RawServer(reply) as server:
+            transport = AdaptiveTransport(switch_after=100)
+            async with httpx.AsyncClient(transport=transport) as client:
+                slow = asyncio.create_task(client.get(f"{server.url}/slow"))
+                await asyncio.sleep(0.1)
+                assert [s.target for s in server.seen] == ["/slow"]
+                module._AIOHTTP.loaded = True  # as if the background import had just finished
+                fast = await client.get(f"{server.url}/fast")
+                assert (fast.content, transport.path) == (b"/fast", "aiohttp")
+                assert server.open == {0, 1}  # httpcore's connection still carries /slow
+                assert (await slow).content == b"/slow"
+                assert await server.wait_all_closed(timeout_s=0) is False
+                for _ in range(100):  # then httpcore's pool is closed
+                    if server.open == {1}:
+                        break
+                    await asyncio.sleep(0.01)
+                assert server.open == {1}
+            assert [(s.connection, s.target) for s in server.seen] == [(0, "/slow"), (1, "/fast")]
+
+    asyncio.run(main())
+
+
+def test_load_aiohttp_moves_every_adaptive_transport_at_its_next_request(
+    not_loaded: None,
+) -> None:
+    async def main() -> None:
+        async with RawServer() as server:
+            before = AdaptiveTransport()
+            never = AdaptiveTransport(switch_after=None)
+            async with httpx.AsyncClient(transport=before) as client:
+                await client.get(server.url)
+                assert before.path == "httpcore"
+                load_aiohttp()
+                await client.get(server.url)
+                assert path_of(before) == "aiohttp"
+            after = AdaptiveTransport()
+            async with httpx.AsyncClient(transport=after) as client:
+                await client.get(server.url)
+                assert after.path == "aiohttp"
+            async with httpx.AsyncClient(transport=never) as client:
+                await client.get(server.url)
+                assert never.path == "httpcore"
+
+    asyncio.run(main())
+
+
+def test_switch_after_zero_is_aiohttp_from_the_first_request(not_loaded: None) -> None:
+    assert AdaptiveTransport(switch_after=0).path == "aiohttp"
+    with pytest.raises(ValueError, match="switch_after"):
+        AdaptiveTransport(switch_after=-1)
+
+
+# --- closing --------------------------------------------------------------------------------
+
+
+async def _use(transport: httpx.AsyncBaseTransport, url: str, switch: bool = False) -> None:
+    async with asyncio.timeout(10):
+        for n in range(3):
+            await transport.handle_async_request(httpx.Request("DELETE", f"{url}/{n}"))
+        if switch:
+            await wait_loaded()
+            await transport.handle_async_request(httpx.Request("DELETE", f"{url}/after"))
+            assert isinstance(transport, AdaptiveTransport)
+            assert transport.path == "aiohttp"
+
+
+_SCENARIOS: dict[str, tuple[Callable[[], httpx.AsyncBaseTransport], bool]] = {
+    "httpcore": (lambda: AdaptiveTransport(switch_after=None), False),
+    "switched": (lambda: AdaptiveTransport(switch_after=2), True),
+    "adaptive-aiohttp": (lambda: AdaptiveTransport(switch_after=0), False),
+    "aiohttp": (AiohttpTransport, False),
+}
+
+
+@pytest.fixture
+def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail on any ResourceWarning or asyncio/aiohttp "Unclosed ..." report."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.ERROR):
+            yield
+            gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    leaks += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
+    assert leaks == []
+
+
+@pytest.mark.parametrize("scenario", sorted(_SCENARIOS))
+def test_aclose_closes_every_connection_it_opened(
+    scenario: str, not_loaded: None, no_leaks: None
+) -> None:
+    make, switch = _SCENARIOS[scenario]
+
+    async def main() -> None:
+        async with RawServer() as server:
+            transport = make()
+            await _use(transport, server.url, switch)
+            assert server.open
+            await transport.aclose()
+            assert await server.wait_all_closed()
+            await transport.aclose()  # twice is fine
+            with pytest.raises(RuntimeError, match="closed"):
+                await transport.handle_async_request(httpx.Request("GET", server.url))
+            del transport
+            gc.collect()  # any unclosed session or connector would report now, on this loop
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("scenario", sorted(_SCENARIOS))
+def test_aclose_from_another_loop_closes_on_the_loop_that_opened(
+    scenario: str, not_loaded: None, no_leaks: None
+) -> None:
+    """The runtime's loop is idle between invocations; closing from elsewhere still works."""
+    make, switch = _SCENARIOS[scenario]
+    with serving_in_thread() as server:
+        transport = make()
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(_use(transport, server.url, switch))
+            assert server.open
+            asyncio.run(transport.aclose())
+            assert all_closed(server)
+        finally:
+            loop.close()
+        del transport
+        gc.collect()
+
+
+def test_aclose_after_the_opening_loop_closed_does_not_fail(not_loaded: None) -> None:
+    with serving_in_thread() as server, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # that loop's sockets died with it
+        transport = AdaptiveTransport(switch_after=2)
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(_use(transport, server.url, switch=True))
+        loop.close()
+        asyncio.run(transport.aclose())
+        assert transport._aiohttp is not None
+        assert transport._aiohttp._session is None
+        del transport, loop
+        gc.collect()
+
+
+def test_aclose_while_aiohttp_is_still_loading(
+    held_import: threading.Event, no_leaks: None
+) -> None:
+    async def main() -> None:
+        async with RawServer() as server:
+            transport = AdaptiveTransport(switch_after=1)
+            await transport.handle_async_request(httpx.Request("GET", server.url))
+            await transport.aclose()
+            assert await server.wait_all_closed()
+            held_import.set()
+            await wait_loaded()
+            with pytest.raises(RuntimeError, match="closed"):
+                await transport.handle_async_request(httpx.Request("GET", server.url))
+            assert transport._aiohttp is None or transport._aiohttp._session is None
+
+    asyncio.run(main())
+
+
+def test_aclose_while_the_opening_loop_runs_on_another_thread(not_loaded: None) -> None:
+    with serving_in_thread() as server:
+        transport = AdaptiveTransport(switch_after=2)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            use = asyncio.run_coroutine_threadsafe(_use(transport, server.url, True), loop)
+            use.result(10)
+            assert server.open
+            asyncio.run(transport.aclose())
+            assert all_closed(server)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+
+def test_a_failed_import_keeps_httpcore(monkeypatch: pytest.MonkeyPatch, not_loaded: None) -> None:
+    def broken() -> None:
+        raise ImportError("no aiohttp here")
+
+    monkeypatch.setattr(module, "_import_aiohttp", broken)
+
+    async def main() -> None:
+        async with RawServer() as server:
+            transport = AdaptiveTransport(switch_after=1)
+            async with httpx.AsyncClient(transport=transport) as client:
+                for _ in range(20):
+                    assert (await client.get(server.url)).status_code == 204
+                    await asyncio.sleep(0.01)
+            assert transport.path == "httpcore"
+            assert transport._switch_after is None
+
+    asyncio.run(main())
