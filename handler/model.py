@@ -19,6 +19,8 @@ KEY_PATTERN = r"^[A-Za-z0-9_:. -]{1,255}$"
 PROJECT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 #: How much of an unreadable payload a dead letter keeps.
 RAW_LIMIT = 8192
+#: How long the `detail` of an invalid payload may be.
+DETAIL_LIMIT = 512
 #: How deep `items` may nest inside arrays and batches.
 _MAX_DEPTH = 4
 #: Past this many invalid parts, a payload is one invalid result for the whole payload (one
@@ -111,15 +113,25 @@ def _raw_of(value: object) -> str:
     return truncate_raw(text)
 
 
+#: At most this many validation errors are named in one result's detail.
+_MAX_ERRORS = 5
+
+
 def _summarise(error: ValidationError) -> str:
+    errors = error.errors(include_url=False, include_input=False)
     parts = []
-    for err in error.errors(include_url=False, include_input=False):
+    for err in errors[:_MAX_ERRORS]:
         loc = ".".join(str(p) for p in err["loc"]) or "payload"
         parts.append(f"{loc}: {err['msg']}")
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS} more errors")
     return "; ".join(parts)
 
 
 def _invalid(value: object, detail: str) -> Result:
+    # A detail is bounded like a response's (redacted, then cut): a payload of 12,000 unknown
+    # fields must not make a 600 KB dead letter and log line.
+    detail = redaction.current().cut(detail, DETAIL_LIMIT)
     return Result(Outcome.INVALID, raw=_raw_of(value), detail=detail)
 
 

@@ -34,7 +34,7 @@ from handler.ecs.signing import (
     TokenAuth,
 )
 from handler.ecs.transport import AdaptiveTransport, proxy_error
-from handler.engine import Deps, Job, base_margin_s, settle, summarise
+from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summarise
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
 from handler.sources.base import RejectedEvent
@@ -155,6 +155,7 @@ class Runtime:
             self.sink = sink or make_sink(config.dead_letter_url, transport=self._transport)
         except ValueError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
+        self._meter = meter_for(self.sink)
         self._uses_context_credentials = False
         self.client = EcsClient(
             endpoint=config.endpoint,
@@ -257,6 +258,7 @@ class Runtime:
                 # Twice as many workers as requests in flight: when a slot frees, the next
                 # request is already built and waiting (the client's limit caps what is sent).
                 workers=2 * self.config.max_concurrency,
+                meter=self._meter,
             )
             reports = await settle(job, deps)
             summary = summarise(reports)
