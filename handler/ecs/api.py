@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from handler.ecs.reply import Reply
 from handler.outcomes import Pair
+
+if TYPE_CHECKING:
+    from handler.ecs.nova import ServerPage
 
 
 class ComputeApi(Protocol):
@@ -21,6 +24,14 @@ class ComputeApi(Protocol):
 
     def metadata_path(self, pair: Pair) -> str:
         """The path whose GET lists the server's metadata (to settle an ambiguous 404)."""
+        ...
+
+    def servers_path(self, project_id: str, *, limit: int, marker: str | None) -> str:
+        """The path of one page of the project's servers (with their metadata)."""
+        ...
+
+    def read_servers_page(self, body: Any) -> ServerPage:
+        """Read one page of servers and where the next starts (ValueError if not a listing)."""
         ...
 
     def classify_delete(self, response: httpx.Response) -> Reply:

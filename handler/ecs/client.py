@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import structlog
 
 from handler.ecs.api import ComputeApi
-from handler.ecs.nova import NovaApi, metadata_path
+from handler.ecs.nova import NovaApi, ServerInfo, metadata_path
 from handler.ecs.reply import Reply
 from handler.ecs.retry import BUDGET_EXTENSION, AttemptBudget, RetryableReply, RetryState, attempts
 from handler.ecs.transport import AdaptiveTransport
 from handler.outcomes import Outcome, Pair, Result
 
-__all__ = ["CookielessClient", "CountingTransport", "EcsClient", "metadata_path"]
+__all__ = [
+    "ComputeApiError",
+    "CookielessClient",
+    "CountingTransport",
+    "EcsClient",
+    "ServerInfo",
+    "metadata_path",
+]
 
 _log = structlog.get_logger("handler.ecs.client")
 
@@ -46,6 +55,14 @@ class CookielessClient(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: object) -> None:
         raise TypeError("this client keeps no cookies")
+
+
+class ComputeApiError(RuntimeError):
+    """A read of the compute API (metadata, a server listing) failed for good."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -102,7 +119,7 @@ class EcsClient:
     async def _send(
         self,
         method: str,
-        pair: Pair,
+        project_id: str,
         path: str,
         deadline: float | None,
         budget: AttemptBudget | None = None,
@@ -117,7 +134,7 @@ class EcsClient:
         request = httpx.Request(
             method,
             self._base + path,
-            headers={**_HEADERS, "X-Project-Id": pair.project_id},
+            headers={**_HEADERS, "X-Project-Id": project_id},
             extensions={"timeout": timeout, BUDGET_EXTENSION: budget}
             if budget is not None
             else {"timeout": timeout},
@@ -130,14 +147,84 @@ class EcsClient:
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
             raise TimeoutError  # no request is started once the deadline has passed
         api = self.api
-        response = await self._send("DELETE", pair, api.delete_path(pair), deadline, state.budget)
+        response = await self._send(
+            "DELETE", pair.project_id, api.delete_path(pair), deadline, state.budget
+        )
         reply = api.classify_delete(response)
         if reply.outcome is None:
-            probe = await self._send("GET", pair, api.metadata_path(pair), deadline)
+            probe = await self._send("GET", pair.project_id, api.metadata_path(pair), deadline)
             reply = api.classify_probe(probe, reply, pair.key)
         if reply.retry:
             raise RetryableReply(reply)
         return reply
+
+    async def read_metadata(
+        self, project_id: str, server_id: str, *, deadline: float | None = None
+    ) -> dict[str, str]:
+        """Return one server's metadata; raise ComputeApiError if it cannot be read."""
+        body = await self._get_json(
+            project_id, self.api.metadata_path(Pair(project_id, server_id, "")), deadline
+        )
+        metadata = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(metadata, dict):
+            raise ComputeApiError("not a metadata listing: no 'metadata' object")
+        return {str(k): str(v) for k, v in metadata.items()}
+
+    async def list_servers(
+        self, project_id: str, *, page_size: int = 1000, deadline: float | None = None
+    ) -> AsyncIterator[ServerInfo]:
+        """Yield every server of a project, page after page, as `servers_links` leads."""
+        marker: str | None = None
+        seen: set[str] = set()
+        while True:
+            path = self.api.servers_path(project_id, limit=page_size, marker=marker)
+            body = await self._get_json(project_id, path, deadline)
+            try:
+                page = self.api.read_servers_page(body)
+            except ValueError as exc:
+                raise ComputeApiError(str(exc)) from None
+            for server in page.servers:
+                yield server
+            marker = page.next_marker
+            if marker is None:
+                return
+            if marker in seen:
+                raise ComputeApiError(f"the listing pages in a loop (marker {marker} again)")
+            seen.add(marker)
+
+    async def _get_json(self, project_id: str, path: str, deadline: float | None) -> Any:
+        """GET a JSON document, retried as a DELETE would be (409, 429, 5xx, network errors)."""
+        state = RetryState(deadline, self._max_attempts)
+
+        async def once() -> Any:
+            response = await self._send("GET", project_id, path, deadline)
+            if response.status_code == 200:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise ComputeApiError("HTTP 200 with a body that is not JSON", 200) from None
+            reply = self.api.classify_delete(response)
+            if reply.retry:
+                raise RetryableReply(reply)
+            raise ComputeApiError(
+                f"HTTP {reply.status}" + (f": {reply.detail}" if reply.detail else ""),
+                reply.status,
+            )
+
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for attempt in attempts(self._max_attempts, state):
+                    with attempt:
+                        return await once()
+        except TimeoutError:
+            raise ComputeApiError("the invocation's time ran out") from None
+        except RetryableReply as exc:
+            raise ComputeApiError(
+                f"HTTP {exc.reply.status} after the retries", exc.reply.status
+            ) from None
+        except httpx.TransportError as exc:
+            raise ComputeApiError(f"{type(exc).__name__} after the retries") from None
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def delete_metadata(self, pair: Pair, *, deadline: float | None = None) -> Result:
         """Delete one key and return its outcome; never raises (but for cancellation)."""

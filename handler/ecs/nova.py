@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
 
@@ -24,6 +26,65 @@ def _segment(value: str) -> str:
     if value in (".", ".."):
         return value.replace(".", "%2E")
     return quote(value, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """One server as a listing shows it: id, name, vm_state and its metadata."""
+
+    id: str
+    name: str = ""
+    vm_state: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPage:
+    """One page of a server listing and the marker of the next page (None: the last one)."""
+
+    servers: list[ServerInfo]
+    next_marker: str | None
+
+
+def servers_path(project_id: str, *, limit: int, marker: str | None = None) -> str:
+    """Return the path of one page of `GET /servers/detail`."""
+    query = {"limit": str(limit)} | ({"marker": marker} if marker else {})
+    return f"/v2.1/{_segment(project_id)}/servers/detail?{urlencode(query)}"
+
+
+def read_servers_page(body: Any) -> ServerPage:
+    """Read a `servers/detail` page; the next page is the one `servers_links` names.
+
+    A real Nova clamps `limit` to its `[api]max_limit`, so a page may hold fewer servers than
+    asked and still have a next one: only the link says. Raises ValueError on a body of
+    another shape.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("servers"), list):
+        raise ValueError("not a server listing: no 'servers' list")
+    servers = []
+    for entry in body["servers"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ValueError("not a server listing: a server without an id")
+        metadata = entry.get("metadata")
+        servers.append(
+            ServerInfo(
+                id=entry["id"],
+                name=str(entry.get("name") or ""),
+                vm_state=entry.get("OS-EXT-STS:vm_state"),
+                metadata={str(k): str(v) for k, v in metadata.items()}
+                if isinstance(metadata, dict)
+                else {},
+            )
+        )
+    next_marker = None
+    links = body.get("servers_links")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            markers = parse_qs(urlsplit(str(link.get("href", ""))).query).get("marker")
+            next_marker = markers[0] if markers else None
+    if next_marker is not None and servers and next_marker != servers[-1].id:
+        raise ValueError("the next link's marker is not the page's last server")
+    return ServerPage(servers, next_marker if servers else None)
 
 
 def metadata_path(pair: Pair, *, with_key: bool = True) -> str:
@@ -96,6 +157,14 @@ class NovaApi:
     def metadata_path(self, pair: Pair) -> str:
         """The path that reads one server's metadata."""
         return metadata_path(pair, with_key=False)
+
+    def servers_path(self, project_id: str, *, limit: int, marker: str | None) -> str:
+        """The path of one page of the project's servers, with details and metadata."""
+        return servers_path(project_id, limit=limit, marker=marker)
+
+    def read_servers_page(self, body: Any) -> ServerPage:
+        """Read one page of servers and the marker of the next."""
+        return read_servers_page(body)
 
     def classify_delete(self, response: httpx.Response) -> Reply:
         """Read the response to a DELETE."""
