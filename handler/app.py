@@ -50,10 +50,10 @@ def __getattr__(name: str) -> Any:
 
 def warm_up() -> None:
     """Build the runtime and load the HTTP stack now; raises ConfigError on a bad config."""
-    _runtime()
-    from handler.ecs.transport import load_aiohttp
+    runtime = _runtime()
+    from handler.ecs.transport import preload
 
-    load_aiohttp()
+    preload(runtime.config.endpoint)
 
 
 def _runtime() -> Runtime:

@@ -1,27 +1,30 @@
 """The function's httpx transports: each request sent once, its encoded path kept byte for byte.
 
-`AdaptiveTransport` starts on a lean httpcore pool, so the first answer does not wait for
-aiohttp's import (about 85 ms, half of it TLS contexts aiohttp builds at import; the httpcore
-path's first request costs about 33 ms, mostly importing httpcore and anyio), then moves to
-aiohttp, which costs far less CPU per request (measured on loopback: about 0.65x httpcore's
-with 1 request in flight, 0.25x with 16, 0.12x with 32), once enough requests have been sent
-to pay for the import; aiohttp is imported on a worker thread meanwhile. `AiohttpTransport`
-is the aiohttp path alone.
+`AdaptiveTransport` starts on a lean path, so the first answer waits for neither aiohttp's
+import (about 85 ms, half of it TLS contexts aiohttp builds at import) nor httpcore's and
+anyio's (about 30 ms): a direct URL goes over a small HTTP/1.1 client of its own, h11 on
+asyncio streams (importing h11 costs about 6 ms), and only a URL a proxy carries goes over
+httpcore, imported then. After `switch_after` requests it moves to aiohttp, imported on a
+worker thread meanwhile. `AiohttpTransport` is the aiohttp path alone.
 
-Both paths send every request at most once: a connection that drops is an
+Every path sends each request at most once: a connection that drops is an
 `httpx.TransportError` for the caller's retry logic (aiohttp would otherwise re-send an
-idempotent request once on its own). Proxies come from `HTTP_PROXY`, `HTTPS_PROXY` and
+idempotent request once on its own; the h11 path drops an idle connection the server has
+closed before sending anything on it). Proxies come from `HTTP_PROXY`, `HTTPS_PROXY` and
 `ALL_PROXY` (either case) with `NO_PROXY`, read once when a transport is built; `.netrc` is
-never read. TLS verification uses `httpx.create_ssl_context()` on both paths, built at the first
-https request. Neither path decompresses, nor adds a User-Agent or Accept-Encoding of its own.
+never read. TLS verification uses `httpx.create_ssl_context()` on every path, built at the first
+https request. No path decompresses, nor adds a User-Agent or Accept-Encoding of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
+import time
 import urllib.request
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +34,7 @@ import httpx
 # add about 10 ms to importing this module (httpx does not import it).
 if TYPE_CHECKING:
     import asyncio
+    import socket
     import ssl
 
     import aiohttp
@@ -45,12 +49,15 @@ __all__ = [
     "proxy_error",
 ]
 
-#: The requests sent over httpcore before AdaptiveTransport starts loading aiohttp. Measured
-#: (16 in flight, one core, a fresh process per event): an event of fewer than 64 requests
-#: never loads aiohttp; after switching at 64 an event breaks even with staying on httpcore by
-#: about 256 requests and takes half the time at 1,024. Switching at 256 cost 40-200 ms more
-#: on events of 256-1,024 requests; at 16-32, 20-70 ms more on events of 16-64.
-DEFAULT_SWITCH_AFTER = 64
+#: The requests sent over the lean path before AdaptiveTransport starts loading aiohttp; chosen
+#: when that path was httpcore, which cost 2-4x aiohttp's CPU per request. Measured with the h11
+#: path (3,000 DELETEs on loopback, through httpx.AsyncClient) its CPU per request is aiohttp's
+#: or less: about 0.9x at 1 in flight, 0.92x at 16, 0.98x at 64. Events of 64 to 1,024
+#: requests (16 in flight, one core, a fresh process each) then took 1.4-4x longer with a switch
+#: at 64 than with none: the import is paid and never earned back. A URL a proxy carries
+#: still goes over httpcore (4x aiohttp's CPU at 16 in flight), where switching would pay; a
+#: proxy is rare, so the default is to never switch (pass `switch_after` to choose otherwise).
+DEFAULT_SWITCH_AFTER: int | None = None
 
 _PROXY_SCHEMES = ("http", "https")
 #: Proxy schemes named in messages; any other is "unsupported" (it is the user's text).
@@ -81,8 +88,16 @@ def _import_aiohttp() -> None:
 
 
 def load_aiohttp() -> None:
-    """Import aiohttp now (warm-up); adaptive transports then use it from their next request."""
+    """Import aiohttp now; adaptive transports that may switch then use it at their next request."""
     _import_aiohttp()
+
+
+def preload(url: str) -> None:
+    """Load what the first request to `url` needs (h11; the TLS context for https): warm-up."""
+    import h11  # noqa: F401
+
+    if url.lower().startswith("https:"):
+        _ssl_context()
 
 
 # --- proxies --------------------------------------------------------------------------------
@@ -366,7 +381,349 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await _close_on(self._loop, session.close)
 
 
-# --- the httpcore path ----------------------------------------------------------------------
+# --- the h11 path: direct connections on asyncio streams -----------------------------------
+
+#: The most a response's head may take (httpcore's limit too); a longer one is a protocol error.
+_MAX_HEAD = 100 * 1024
+_READ_SIZE = 64 * 1024
+#: How long `aclose()` lets connections close politely (a TLS close_notify) before aborting them.
+_CLOSE_WAIT_S = 1.0
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+#: scheme, host, port: the connections a request may reuse.
+_Origin = tuple[bytes, bytes, int]
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read on the socket would not block: bytes or the peer's close are waiting."""
+    fileno = -1 if sock is None else sock.fileno()
+    if fileno < 0:
+        return True  # closed already
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fileno], [], [], 0)[0])  # pragma: no cover - Windows
+
+
+class _H11Connection:
+    """One HTTP/1.1 connection: asyncio streams carry the bytes, h11 writes and reads them."""
+
+    __slots__ = ("h11", "idle_since", "origin", "reader", "writer")
+
+    def __init__(
+        self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        import h11
+
+        self.origin = origin
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        self.idle_since = 0.0
+
+    def stale(self) -> bool:
+        """True when the server closed it (or sent anything) while it was idle."""
+        reader = self.reader
+        return (
+            self.writer.transport.is_closing()
+            or reader.at_eof()
+            or reader.exception() is not None
+            # Bytes on an idle connection (a late "408", then a close): never read them as the
+            # next request's reply. StreamReader has no public way to ask.
+            or bool(getattr(reader, "_buffer", None))
+            # A close (or bytes) the loop has not read yet, as httpcore checks (a few µs)
+            or _readable(self.writer.get_extra_info("socket"))
+        )
+
+    def abort(self) -> None:
+        """Close at once: nothing more is written, read or awaited."""
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed": it died with its loop
+            self.writer.transport.abort()
+
+    async def exchange(
+        self, request: httpx.Request, content: bytes, timeouts: dict[str, float | None]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes, bool]:
+        """Send the request once; read the whole reply: status, headers, body, version, reusable."""
+        import asyncio
+
+        import h11
+
+        state = self.h11
+        try:
+            data = state.send(
+                h11.Request(
+                    method=request.method,
+                    target=request.url.raw_path,
+                    headers=request.headers.raw,
+                )
+            )
+            if content:
+                data += state.send(h11.Data(data=content))
+            data += state.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(_message(exc), request=request) from exc
+        writer = self.writer
+        try:
+            writer.write(data)
+            if writer.transport.get_write_buffer_size():  # else the kernel has it all already
+                async with asyncio.timeout(timeouts.get("write")):
+                    await writer.drain()
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            raise httpx.WriteTimeout("timed out writing the request", request=request) from exc
+        except OSError as exc:
+            raise httpx.WriteError(_message(exc), request=request) from exc
+
+        reader = self.reader
+        read_timeout = timeouts.get("read")
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+        version = b"HTTP/1.1"
+        body: list[bytes] = []
+        while True:
+            try:
+                event = state.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(_message(exc), request=request) from exc
+            if event is h11.NEED_DATA:
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await reader.read(_READ_SIZE)
+                except TimeoutError as exc:
+                    raise httpx.ReadTimeout("timed out reading the reply", request=request) from exc
+                except OSError as exc:
+                    raise httpx.ReadError(_message(exc), request=request) from exc
+                if not chunk and state.their_state is h11.SEND_RESPONSE:
+                    message = "Server disconnected without sending a response."
+                    raise httpx.RemoteProtocolError(message, request=request)
+                state.receive_data(chunk)  # b"": the end of the stream, for h11 to judge
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = event.headers.raw_items()
+                version = b"HTTP/" + event.http_version
+            elif isinstance(event, h11.Data):
+                body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif not isinstance(event, h11.InformationalResponse):  # 1xx: the reply follows
+                # ConnectionClosed or PAUSED cannot come before the reply's end
+                raise httpx.RemoteProtocolError(f"unexpected {event!r}", request=request)
+        trailing, closed = state.trailing_data
+        reusable = (
+            state.our_state is h11.DONE
+            and state.their_state is h11.DONE
+            and not trailing
+            and not closed
+        )
+        if reusable:
+            state.start_next_cycle()
+        return status, headers, b"".join(body), version, reusable
+
+
+async def _shut(connections: list[_H11Connection]) -> None:
+    """Close connections politely, then abort those not closed within `_CLOSE_WAIT_S`."""
+    import asyncio
+
+    closing: dict[asyncio.Future[None], _H11Connection] = {}
+    for connection in connections:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to wait for
+            connection.writer.close()
+            closing[asyncio.ensure_future(connection.writer.wait_closed())] = connection
+    if closing:
+        _, pending = await asyncio.wait(closing, timeout=_CLOSE_WAIT_S)
+        for waiting in pending:
+            waiting.cancel()
+        for waiting in closing:  # wait_closed raises what ended the connection, if anything
+            if waiting.done() and not waiting.cancelled():
+                waiting.exception()
+    for connection in connections:
+        connection.abort()
+
+
+class _H11Pool:
+    """Direct HTTP/1.1 connections on asyncio streams and h11, kept alive per origin.
+
+    At most `max_connections` are open (or opening) at once; idle ones are reused last in,
+    first out, and one the server has closed, or that was idle longer than `keepalive_s`, is
+    dropped before anything is sent on it. A request that was sent and then failed raises: it
+    is never sent again. A connection is reused only when h11 says both sides are done with
+    the last exchange; any error or cancellation aborts it.
+    """
+
+    def __init__(self, *, max_connections: int, keepalive_s: float) -> None:
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._idle: dict[_Origin, list[_H11Connection]] = {}
+        self._connections: set[_H11Connection] = set()  # open: idle or carrying a request
+        self._slots = 0  # connections open or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request over an idle or a new connection and read the whole reply."""
+        url = request.url
+        scheme = url.raw_scheme
+        default_port = _DEFAULT_PORTS.get(scheme)
+        if default_port is None:
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{url.scheme}://'.", request=request
+            )
+        origin = (scheme, url.raw_host, url.port or default_port)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        content = await request.aread()
+        connection = await self._acquire(origin, timeouts.get("pool"), request)
+        if connection is None:
+            try:
+                connection = await self._connect(origin, timeouts.get("connect"), request)
+            except BaseException:
+                self._slots -= 1
+                self._wake()
+                raise
+        try:
+            status, headers, body, version, reusable = await connection.exchange(
+                request, content, timeouts
+            )
+        except BaseException:
+            self._drop(connection)
+            raise
+        if reusable and not self._closed:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(origin, []).append(connection)
+            self._wake()
+        else:
+            self._drop(connection)
+        return _response(request, status, headers, body, version)
+
+    async def _acquire(
+        self, origin: _Origin, pool_s: float | None, request: httpx.Request
+    ) -> _H11Connection | None:
+        """An idle connection to `origin`; or None, a slot reserved to open a new one."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._adopt(loop)
+        if not self._waiters:  # first come, first served
+            taken = self._take(origin)
+            if taken is not False:
+                return taken
+        deadline = None if pool_s is None else loop.time() + pool_s
+        woken = False
+        while True:
+            waiter = loop.create_future()
+            if woken:  # its turn came and went to a newcomer: it stays first in line
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: the turn passes to the next
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                if isinstance(exc, TimeoutError):
+                    message = "timed out waiting for a connection"
+                    raise httpx.PoolTimeout(message, request=request) from exc
+                raise
+            taken = self._take(origin)
+            if taken is not False:
+                return taken
+            woken = True
+
+    def _take(self, origin: _Origin) -> _H11Connection | Literal[False] | None:
+        """An idle connection, None for a slot reserved, or False: none free (wait)."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        idle = self._idle.get(origin)
+        if idle:
+            fresh_since = time.monotonic() - self._keepalive_s
+            while idle:
+                connection = idle.pop()
+                if connection.idle_since >= fresh_since and not connection.stale():
+                    return connection
+                self._drop(connection)
+        if self._slots < self._max_connections:
+            self._slots += 1
+            return None
+        for others in self._idle.values():  # all busy but some idle elsewhere: close the oldest
+            if others:
+                self._drop(others.pop(0))
+                self._slots += 1
+                return None
+        return False
+
+    async def _connect(
+        self, origin: _Origin, connect_s: float | None, request: httpx.Request
+    ) -> _H11Connection:
+        import asyncio
+
+        scheme, host, port = origin
+        name = host.decode("ascii")
+        tls = _ssl_context() if scheme == b"https" else None
+        try:
+            async with asyncio.timeout(connect_s):
+                reader, writer = await asyncio.open_connection(
+                    name, port, ssl=tls, server_hostname=name if tls is not None else None
+                )
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from exc
+        except OSError as exc:  # refused, unreachable, unresolved, a certificate not trusted
+            raise httpx.ConnectError(_message(exc), request=request) from exc
+        if self._closed:  # aclose() ran meanwhile: it could not close this one
+            writer.transport.abort()
+            raise RuntimeError("the transport is closed")
+        connection = _H11Connection(origin, reader, writer)
+        self._connections.add(connection)
+        return connection
+
+    def _drop(self, connection: _H11Connection) -> None:
+        """Abort a connection and free its slot for whoever waits."""
+        connection.abort()
+        self._connections.discard(connection)
+        self._slots -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let the first request waiting for a connection try again."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve `loop` from now on: idle connections opened on another loop cannot be used."""
+        for idle in self._idle.values():
+            while idle:
+                self._drop(idle.pop())
+        self._waiters.clear()
+        self._loop = loop
+
+    async def aclose(self) -> None:
+        """Close every connection, idle or carrying a request; waiting requests then fail."""
+        self._closed = True
+        if self._connections or self._waiters:
+            await _close_on(self._loop, self._close_all)
+
+    async def _close_all(self) -> None:
+        self._idle.clear()
+        connections = list(self._connections)
+        self._connections.clear()
+        while self._waiters:
+            self._wake()  # each finds the pool closed
+        await _shut(connections)
+
+
+# --- the httpcore path, for proxies ---------------------------------------------------------
 
 _CORE_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {}
 
@@ -402,16 +759,15 @@ def _core_error(exc: Exception, request: httpx.Request) -> httpx.TransportError 
 
 
 class _HttpcoreTransport:
-    """httpcore pools, one per (proxy, scheme): plain http never builds a TLS context."""
+    """httpcore proxy pools, one per (proxy, scheme); httpcore is imported at the first."""
 
-    def __init__(self, *, max_connections: int, keepalive_s: float, proxies: _Proxies) -> None:
+    def __init__(self, *, max_connections: int, keepalive_s: float) -> None:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
-        self._proxies = proxies
-        self._pools: dict[tuple[str | None, bool], httpcore.AsyncConnectionPool] = {}
+        self._pools: dict[tuple[str, bool], httpcore.AsyncHTTPProxy] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _pool(self, proxy: str | None, https: bool) -> httpcore.AsyncConnectionPool:
+    def _pool(self, proxy: str, https: bool) -> httpcore.AsyncHTTPProxy:
         pool = self._pools.get((proxy, https))
         if pool is not None:
             return pool
@@ -420,37 +776,28 @@ class _HttpcoreTransport:
         import httpcore
 
         self._loop = asyncio.get_running_loop()
-        ssl_context = _ssl_context() if https else None
-        if proxy is None:
-            pool = httpcore.AsyncConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=self._max_connections,
-                keepalive_expiry=self._keepalive_s,
-            )
-        else:
-            config = httpx.Proxy(proxy)  # takes user:password out of the URL
-            pool = httpcore.AsyncHTTPProxy(
-                proxy_url=httpcore.URL(
-                    scheme=config.url.raw_scheme,
-                    host=config.url.raw_host,
-                    port=config.url.port,
-                    target=config.url.raw_path,
-                ),
-                proxy_auth=config.raw_auth,
-                ssl_context=ssl_context,
-                max_connections=self._max_connections,
-                keepalive_expiry=self._keepalive_s,
-            )
+        config = httpx.Proxy(proxy)  # takes user:password out of the URL
+        pool = httpcore.AsyncHTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=config.url.raw_scheme,
+                host=config.url.raw_host,
+                port=config.url.port,
+                target=config.url.raw_path,
+            ),
+            proxy_auth=config.raw_auth,
+            ssl_context=_ssl_context() if https else None,
+            max_connections=self._max_connections,
+            keepalive_expiry=self._keepalive_s,
+        )
         self._pools[(proxy, https)] = pool
         return pool
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request through httpcore (which never re-sends) and read the whole reply."""
+    async def handle_async_request(self, request: httpx.Request, proxy: str) -> httpx.Response:
+        """Send one request through `proxy` (httpcore never re-sends) and read the whole reply."""
         import httpcore
 
         url = request.url
         try:
-            proxy = self._proxies.for_request(request) if self._proxies.active else None
             pool = self._pool(proxy, url.scheme == "https")
             response = await pool.handle_async_request(
                 httpcore.Request(
@@ -483,15 +830,37 @@ class _HttpcoreTransport:
             await _close_on(self._loop, pool.aclose)
 
 
-# --- the default: httpcore first, aiohttp once it pays ---------------------------------------
+class _LeanTransport:
+    """The cold start's path: direct URLs over h11, URLs a proxy carries over httpcore."""
+
+    def __init__(self, *, max_connections: int, keepalive_s: float, proxies: _Proxies) -> None:
+        self._proxies = proxies
+        self._direct = _H11Pool(max_connections=max_connections, keepalive_s=keepalive_s)
+        self._proxied = _HttpcoreTransport(max_connections=max_connections, keepalive_s=keepalive_s)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request, at most once, directly or through its proxy."""
+        proxy = self._proxies.for_request(request) if self._proxies.active else None
+        if proxy is None:
+            return await self._direct.handle_async_request(request)
+        return await self._proxied.handle_async_request(request, proxy)
+
+    async def aclose(self) -> None:
+        """Close the direct connections and the proxy pools."""
+        await self._direct.aclose()
+        await self._proxied.aclose()
+
+
+# --- the default: the lean path first, aiohttp once it pays ----------------------------------
 
 
 class AdaptiveTransport(httpx.AsyncBaseTransport):
-    """The default transport: cheap to start on httpcore, cheap to run on aiohttp.
+    """The default transport: cheap to start on the lean path, cheap to run on aiohttp.
 
-    Requests go over httpcore until `switch_after` have been sent; aiohttp is then imported on
-    a worker thread while requests keep going over httpcore, and the requests after the import
-    go over aiohttp (requests already under way finish on httpcore, whose pool is then closed).
+    Requests go over the lean path (h11 on asyncio streams; httpcore for a URL a proxy carries)
+    until `switch_after` have been sent; aiohttp is then imported on a worker thread while
+    requests keep going over the lean path, and the requests after the import go over aiohttp
+    (requests already under way finish on the lean path, whose connections are then closed).
     `switch_after=0` uses aiohttp from the first request, `None` never does. Once
     `load_aiohttp()` has run (warm-up), the next request moves to aiohttp at once, whenever
     the transport was built. One transport serves one event loop at a time; `aclose()` may be
@@ -511,22 +880,22 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
         self._keepalive_s = keepalive_s
         self._switch_after = switch_after
         self._proxies = _Proxies()
-        self._core = _HttpcoreTransport(
+        self._lean = _LeanTransport(
             max_connections=max_connections, keepalive_s=keepalive_s, proxies=self._proxies
         )
         self._aiohttp: AiohttpTransport | None = None
-        self._sent = 0  # requests sent over httpcore
-        self._core_in_flight = 0
-        self._core_open = True
+        self._sent = 0  # requests sent over the lean path
+        self._lean_in_flight = 0
+        self._lean_open = True
         self._loading: asyncio.Future[None] | None = None
         self._closed = False
         if switch_after == 0:
             self._switch()
 
     @property
-    def path(self) -> Literal["httpcore", "aiohttp"]:
-        """Which library carries new requests now."""
-        return "httpcore" if self._aiohttp is None else "aiohttp"
+    def path(self) -> Literal["lean", "aiohttp"]:
+        """Which path carries new requests now."""
+        return "lean" if self._aiohttp is None else "aiohttp"
 
     def _switch(self) -> AiohttpTransport:
         self._aiohttp = AiohttpTransport(
@@ -545,7 +914,7 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
 
     def _loaded(self, loading: asyncio.Future[None]) -> None:
         if loading.cancelled() or loading.exception() is not None:
-            self._switch_after = None  # aiohttp cannot be imported: stay on httpcore
+            self._switch_after = None  # aiohttp cannot be imported: stay on the lean path
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request, at most once, over the current path and return the response."""
@@ -557,29 +926,29 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
         if self._switch_after is not None:
             if _AIOHTTP.loaded:
                 fast = self._switch()  # first: a request arriving meanwhile goes there too
-                if self._core_in_flight == 0:
-                    await self._close_core()
+                if self._lean_in_flight == 0:
+                    await self._close_lean()
                 return await fast.handle_async_request(request)
             self._sent += 1
             if self._sent >= self._switch_after and self._loading is None:
                 self._start_loading()
-        self._core_in_flight += 1
+        self._lean_in_flight += 1
         try:
-            return await self._core.handle_async_request(request)
+            return await self._lean.handle_async_request(request)
         finally:
-            self._core_in_flight -= 1
-            if self._aiohttp is not None and self._core_in_flight == 0:
-                await self._close_core()
+            self._lean_in_flight -= 1
+            if self._aiohttp is not None and self._lean_in_flight == 0:
+                await self._close_lean()
 
-    async def _close_core(self) -> None:
-        if self._core_open:
-            self._core_open = False
-            await self._core.aclose()
+    async def _close_lean(self) -> None:
+        if self._lean_open:
+            self._lean_open = False
+            await self._lean.aclose()
 
     async def aclose(self) -> None:
-        """Close both pools (an aiohttp import still under way is left to finish on its own)."""
+        """Close both paths (an aiohttp import still under way is left to finish on its own)."""
         self._closed = True
-        self._core_open = False
-        await self._core.aclose()
+        self._lean_open = False
+        await self._lean.aclose()
         if self._aiohttp is not None:
             await self._aiohttp.aclose()

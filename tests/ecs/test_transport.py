@@ -1,4 +1,4 @@
-"""The transports on both paths (httpcore, aiohttp), against real servers on 127.0.0.1.
+"""The transports on both paths (lean: h11 or httpcore; aiohttp), against real servers on 127.0.0.1.
 
 `RawServer` and `PATHS` are shared with the other `test_transport_*.py` files.
 """
@@ -118,10 +118,11 @@ class RawServer:
             self._tasks.discard(task)
 
 
-#: The two paths a request can take: httpcore (AdaptiveTransport before it switches) and
-#: aiohttp (AiohttpTransport, or AdaptiveTransport told to use it from the start).
+#: The two paths a request can take: the lean one (AdaptiveTransport before it switches: h11
+#: for a direct URL, httpcore for one a proxy carries) and aiohttp (AiohttpTransport, or
+#: AdaptiveTransport told to use it from the start).
 PATHS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
-    "httpcore": lambda: AdaptiveTransport(switch_after=None),
+    "lean": lambda: AdaptiveTransport(switch_after=None),
     "aiohttp": AiohttpTransport,
     "adaptive-aiohttp": lambda: AdaptiveTransport(switch_after=0),
 }

@@ -1,4 +1,4 @@
-"""AdaptiveTransport: starts on httpcore, moves to aiohttp off the loop, closes all it opened."""
+"""AdaptiveTransport: from the lean path to aiohttp off the loop; closes all it opened."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ _FRESH = """
 import asyncio, json, sys
 import httpx
 import handler.ecs.transport as t
-after_import = sorted(m for m in ("aiohttp", "httpcore", "anyio") if m in sys.modules)
+LIBRARIES = ("aiohttp", "anyio", "h11", "httpcore")
+after_import = sorted(m for m in LIBRARIES if m in sys.modules)
 
 async def main():
     async def serve(reader, writer):
@@ -75,7 +76,7 @@ async def main():
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     await t.AdaptiveTransport().aclose()  # never used: opens and imports nothing
-    unused = sorted(m for m in ("aiohttp", "httpcore") if m in sys.modules)
+    unused = sorted(m for m in LIBRARIES if m in sys.modules)
     transport = t.AdaptiveTransport()
     request = httpx.Request("DELETE", f"http://127.0.0.1:{port}/x")
     response = await transport.handle_async_request(request)
@@ -86,26 +87,27 @@ async def main():
 status, unused, path = asyncio.run(main())
 print(json.dumps({
     "after_import": after_import, "unused": unused, "status": status, "path": path,
-    "aiohttp": "aiohttp" in sys.modules, "tls_contexts": len(t._SSL_CONTEXT),
+    "loaded": sorted(m for m in LIBRARIES if m in sys.modules),
+    "tls_contexts": len(t._SSL_CONTEXT),
 }))
 """
 
 
-def test_a_fresh_process_answers_its_first_request_without_aiohttp_or_tls() -> None:
+def test_a_fresh_process_answers_its_first_request_on_h11_alone_without_tls() -> None:
     run = subprocess.run(
         [sys.executable, "-c", _FRESH], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(run.stdout) == {
-        "after_import": [],  # the module imports neither aiohttp nor httpcore
+        "after_import": [],  # the module imports none of them
         "unused": [],
         "status": 204,
-        "path": "httpcore",
-        "aiohttp": False,
+        "path": "lean",
+        "loaded": ["h11"],  # neither aiohttp nor httpcore (nor anyio, which httpcore's locks use)
         "tls_contexts": 0,  # plain http never builds one
     }
 
 
-def test_aiohttp_loads_on_a_worker_thread_while_httpcore_carries_on(
+def test_aiohttp_loads_on_a_worker_thread_while_the_lean_path_carries_on(
     held_import: threading.Event,
 ) -> None:
     async def main() -> list[Seen]:
@@ -114,10 +116,10 @@ def test_aiohttp_loads_on_a_worker_thread_while_httpcore_carries_on(
             async with httpx.AsyncClient(transport=transport) as client:
                 for n in range(3):
                     await client.delete(f"{server.url}/core{n}")
-                assert transport.path == "httpcore"
+                assert transport.path == "lean"
                 for n in range(3, 6):  # the import has started and is held: no stall
                     assert (await client.delete(f"{server.url}/core{n}")).status_code == 204
-                    assert transport.path == "httpcore"
+                    assert transport.path == "lean"
                 threads = held_import.threads  # type: ignore[attr-defined]
                 assert len(threads) == 1
                 assert threads[0] is not threading.current_thread()
@@ -126,7 +128,7 @@ def test_aiohttp_loads_on_a_worker_thread_while_httpcore_carries_on(
                 for n in range(2):
                     assert (await client.delete(f"{server.url}/aio{n}")).status_code == 204
                     assert path_of(transport) == "aiohttp"
-                # the switch closed httpcore's idle connection
+                # the switch closed the lean path's idle connection
                 assert 0 not in server.open
             return server.seen
 
@@ -138,7 +140,7 @@ def test_aiohttp_loads_on_a_worker_thread_while_httpcore_carries_on(
     ]
 
 
-def test_requests_under_way_finish_on_httpcore(not_loaded: None) -> None:
+def test_requests_under_way_finish_on_the_lean_path(not_loaded: None) -> None:
     async def reply(seen: Seen) -> Reply:
         if seen.target == "/slow":
             await asyncio.sleep(0.3)
@@ -154,10 +156,10 @@ def test_requests_under_way_finish_on_httpcore(not_loaded: None) -> None:
                 module._AIOHTTP.loaded = True  # as if the background import had just finished
                 fast = await client.get(f"{server.url}/fast")
                 assert (fast.content, transport.path) == (b"/fast", "aiohttp")
-                assert server.open == {0, 1}  # httpcore's connection still carries /slow
+                assert server.open == {0, 1}  # the lean connection still carries /slow
                 assert (await slow).content == b"/slow"
                 assert await server.wait_all_closed(timeout_s=0) is False
-                for _ in range(100):  # then httpcore's pool is closed
+                for _ in range(100):  # then the lean path's connections are closed
                     if server.open == {1}:
                         break
                     await asyncio.sleep(0.01)
@@ -167,26 +169,26 @@ def test_requests_under_way_finish_on_httpcore(not_loaded: None) -> None:
     asyncio.run(main())
 
 
-def test_load_aiohttp_moves_every_adaptive_transport_at_its_next_request(
+def test_load_aiohttp_moves_every_switching_adaptive_transport_at_its_next_request(
     not_loaded: None,
 ) -> None:
     async def main() -> None:
         async with RawServer() as server:
-            before = AdaptiveTransport()
-            never = AdaptiveTransport(switch_after=None)
+            before = AdaptiveTransport(switch_after=10_000)
+            never = AdaptiveTransport()  # the default never switches
             async with httpx.AsyncClient(transport=before) as client:
                 await client.get(server.url)
-                assert before.path == "httpcore"
+                assert before.path == "lean"
                 load_aiohttp()
                 await client.get(server.url)
                 assert path_of(before) == "aiohttp"
-            after = AdaptiveTransport()
+            after = AdaptiveTransport(switch_after=10_000)
             async with httpx.AsyncClient(transport=after) as client:
                 await client.get(server.url)
                 assert after.path == "aiohttp"
             async with httpx.AsyncClient(transport=never) as client:
                 await client.get(server.url)
-                assert never.path == "httpcore"
+                assert never.path == "lean"
 
     asyncio.run(main())
 
@@ -212,7 +214,7 @@ async def _use(transport: httpx.AsyncBaseTransport, url: str, switch: bool = Fal
 
 
 _SCENARIOS: dict[str, tuple[Callable[[], httpx.AsyncBaseTransport], bool]] = {
-    "httpcore": (lambda: AdaptiveTransport(switch_after=None), False),
+    "lean": (lambda: AdaptiveTransport(switch_after=None), False),
     "switched": (lambda: AdaptiveTransport(switch_after=2), True),
     "adaptive-aiohttp": (lambda: AdaptiveTransport(switch_after=0), False),
     "aiohttp": (AiohttpTransport, False),
@@ -324,7 +326,9 @@ def test_aclose_while_the_opening_loop_runs_on_another_thread(not_loaded: None) 
             loop.close()
 
 
-def test_a_failed_import_keeps_httpcore(monkeypatch: pytest.MonkeyPatch, not_loaded: None) -> None:
+def test_a_failed_import_keeps_the_lean_path(
+    monkeypatch: pytest.MonkeyPatch, not_loaded: None
+) -> None:
     def broken() -> None:
         raise ImportError("no aiohttp here")
 
@@ -337,7 +341,7 @@ def test_a_failed_import_keeps_httpcore(monkeypatch: pytest.MonkeyPatch, not_loa
                 for _ in range(20):
                     assert (await client.get(server.url)).status_code == 204
                     await asyncio.sleep(0.01)
-            assert transport.path == "httpcore"
+            assert transport.path == "lean"
             assert transport._switch_after is None
 
     asyncio.run(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handler.ecs.transport import _Proxies, proxy_configured, proxy_error
+from handler.ecs.transport import AdaptiveTransport, _Proxies, proxy_configured, proxy_error
 from tests.ecs.test_transport import PATHS, Make, RawServer
 
 _VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -203,3 +203,22 @@ def test_a_netrc_entry_for_the_host_adds_no_authorization(
 
     asyncio.run(main())
     assert os.environ["NETRC"] == str(netrc)
+
+
+def test_the_lean_path_closes_its_proxy_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with RawServer() as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            transport = AdaptiveTransport(switch_after=None)
+            for n in range(2):
+                request = httpx.Request("DELETE", f"http://ecs.internal.test/{n}")
+                assert (await transport.handle_async_request(request)).status_code == 204
+            assert [(s.connection, s.target) for s in proxy.seen] == [
+                (0, "http://ecs.internal.test/0"),
+                (0, "http://ecs.internal.test/1"),
+            ]
+            assert not transport._lean._direct._connections  # h11 carried none of them
+            await transport.aclose()
+            assert await proxy.wait_all_closed()
+
+    asyncio.run(main())

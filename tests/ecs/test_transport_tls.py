@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import ssl
 import subprocess
+import warnings
 from pathlib import Path
 
 import httpx
@@ -74,3 +76,24 @@ def test_an_untrusted_certificate_is_a_connect_error(
 
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         asyncio.run(main())
+
+
+def test_https_connections_are_kept_alive_then_closed_cleanly(
+    make: Make, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
+    async def main() -> None:
+        async with RawServer(tls=server_tls(cert, key)) as server:
+            async with httpx.AsyncClient(transport=make()) as client:
+                for n in range(3):
+                    assert (await client.delete(f"{server.url}/{n}")).status_code == 204
+            assert [s.connection for s in server.seen] == [0, 0, 0]
+            assert await server.wait_all_closed()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
