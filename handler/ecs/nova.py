@@ -11,7 +11,7 @@ import httpx
 from handler.ecs.reply import (
     RETRYABLE_STATUSES,
     Reply,
-    message_of,
+    detail_of,
     parse_retry_after,
     request_id_of,
 )
@@ -96,7 +96,7 @@ def metadata_path(pair: Pair, *, with_key: bool = True) -> str:
 def classify_delete(response: httpx.Response) -> Reply:
     """Read the response to a metadata DELETE."""
     status = response.status_code
-    detail = message_of(response.content) if status >= 300 else None
+    detail = detail_of(response) if status >= 300 else None
     request_id = request_id_of(response)
     if 200 <= status < 300:
         return Reply(status, Outcome.DELETED, request_id=request_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from handler import redaction
+from handler.ecs.transport import ENCODING_HEADER
 from handler.outcomes import Outcome
 
 #: Statuses worth another attempt: a locked or transitional server, throttling, a failing gateway.
@@ -55,6 +56,14 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
 
 def _short(text: str) -> str:
     return redaction.current().cut(text, DETAIL_LIMIT, note=False)
+
+
+def detail_of(response: httpx.Response) -> str | None:
+    """The detail of an error reply: its message, or what it is when it cannot be read."""
+    encoding = response.headers.get(ENCODING_HEADER)  # the transport never decompresses
+    if encoding:
+        return f"a {encoding}-encoded body of {len(response.content)} bytes (not decoded)"
+    return message_of(response.content)
 
 
 def message_of(body: bytes) -> str | None:

@@ -13,11 +13,23 @@ idempotent request once on its own; the h11 path drops an idle connection the se
 closed before sending anything on it). Proxies come from `HTTP_PROXY`, `HTTPS_PROXY` and
 `ALL_PROXY` (either case) with `NO_PROXY`, read once when a transport is built; `.netrc` is
 never read. TLS verification uses `httpx.create_ssl_context()` on every path, built at the first
-https request. No path decompresses, nor adds a User-Agent or Accept-Encoding of its own.
+https request. No path adds a User-Agent or Accept-Encoding of its own.
+
+No path decompresses, and none reads a body whole whatever its size. The ECS API is called
+without Accept-Encoding, so a `Content-Encoding` in a reply is the server's choice alone: the
+body is handed to httpx as it came, its `Content-Encoding` header renamed `ENCODING_HEADER`
+(`x-janitor-content-encoding`, same value) so that httpx does not inflate it (64 KB of gzip
+can inflate to gigabytes). A body is read chunk by chunk, each read bounded by the request's
+read timeout, up to a limit: an error reply (status >= 300) keeps its first
+`MAX_ERROR_BODY_BYTES` (64 KiB; its outcome and detail need no more), marked by a
+`TRUNCATED_HEADER` (`x-janitor-body-truncated`) that states the limit; a successful one longer
+than `MAX_BODY_BYTES` (32 MiB) is an `httpx.RemoteProtocolError`. Either way the rest is never
+read and that connection is closed, never reused.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import select
@@ -25,8 +37,9 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -42,6 +55,10 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "ENCODING_HEADER",
+    "MAX_BODY_BYTES",
+    "MAX_ERROR_BODY_BYTES",
+    "TRUNCATED_HEADER",
     "AdaptiveTransport",
     "AiohttpTransport",
     "load_aiohttp",
@@ -58,6 +75,18 @@ __all__ = [
 #: still goes over httpcore (4x aiohttp's CPU at 16 in flight), where switching would pay; a
 #: proxy is rare, so the default is to never switch (pass `switch_after` to choose otherwise).
 DEFAULT_SWITCH_AFTER: int | None = None
+
+#: The longest body of a successful reply (status < 300) read: a server listing page with its
+#: metadata is a few MiB. A longer one is an `httpx.RemoteProtocolError`, and is never read whole.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: The most of an error reply's body (status >= 300) read: its outcome and detail are decided
+#: from a prefix. A longer body is cut there (the rest is never read).
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: The name a reply's `Content-Encoding` header is handed to httpx under, its value unchanged:
+#: httpx would inflate the body it names, and no path decompresses.
+ENCODING_HEADER = "x-janitor-content-encoding"
+#: Added to an error reply whose body was cut; its value is the limit, in bytes.
+TRUNCATED_HEADER = "x-janitor-body-truncated"
 
 _PROXY_SCHEMES = ("http", "https")
 #: Proxy schemes named in messages; any other is "unsupported" (it is the user's text).
@@ -117,11 +146,13 @@ def _check_proxy(key: str, value: str) -> str | None:
     if scheme != "http":
         named = f"a {scheme}://" if scheme in _KNOWN_SCHEMES else "an unsupported"
         return f"{name} names {named} proxy: only http:// proxies are supported"
+    full = value if sep else f"http://{value}"
     try:
-        host = httpx.URL(value if sep else f"http://{value}").host
-    except httpx.InvalidURL:
+        urlsplit(full).port  # noqa: B018 - raises on a bad port or an unbalanced [IPv6]
+        host = httpx.URL(full).host
+    except (httpx.InvalidURL, ValueError):
         host = ""
-    if not host:
+    if not host or "[" in host or "%" in host:
         return f"{name} is not a valid proxy URL (expected http://host:port)"
     return None
 
@@ -136,6 +167,24 @@ def proxy_error(url: str | None = None) -> str | None:
     except httpx.ProxyError as exc:
         return str(exc)
     return None
+
+
+def proxy_secrets() -> list[str]:
+    """The credentials in the environment's proxy URLs, as they may be echoed back: the
+    password, `user:password`, and the `Proxy-Authorization: Basic` value made of them."""
+    secrets: list[str] = []
+    for value in urllib.request.getproxies_environment().values():
+        try:
+            parts = urlsplit(value if "://" in value else f"http://{value}")
+            user, password = parts.username, parts.password
+        except ValueError:
+            continue
+        if not password:
+            continue
+        for name, secret in ((user or "", password), (unquote(user or ""), unquote(password))):
+            pair = f"{name}:{secret}"
+            secrets += [secret, pair, base64.b64encode(pair.encode("utf-8")).decode("ascii")]
+    return secrets
 
 
 def proxy_configured() -> bool:
@@ -198,23 +247,78 @@ def _ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT[0]
 
 
+class _Limits:
+    """How much of a reply's body is read: `success` for status < 300, `error` for the others."""
+
+    __slots__ = ("error", "success")
+
+    def __init__(self, success: int, error: int) -> None:
+        if success < 0 or error < 0:
+            raise ValueError("body limits must be >= 0")
+        self.success = success
+        self.error = error
+
+
+class _Body:
+    """A reply's body, read chunk by chunk up to its status's limit."""
+
+    __slots__ = ("chunks", "cut", "error", "limit", "request", "size")
+
+    def __init__(self, request: httpx.Request, limits: _Limits, status: int) -> None:
+        self.request = request
+        self.error = status >= 300
+        self.limit = limits.error if self.error else limits.success
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.cut = False
+
+    def add(self, data: bytes) -> bool:
+        """Keep `data`; False once an error body is cut (read no more: close the connection).
+
+        Past the limit, an error body keeps its first `limit` bytes; a successful reply's body
+        is a RemoteProtocolError.
+        """
+        size = self.size + len(data)
+        if size <= self.limit:
+            self.chunks.append(data)
+            self.size = size
+            return True
+        if not self.error:
+            message = f"response body larger than {self.limit} bytes"
+            raise httpx.RemoteProtocolError(message, request=self.request)
+        self.chunks.append(data[: self.limit - self.size])
+        self.size = self.limit
+        self.cut = True
+        return False
+
+
+_DEFAULT_LIMITS = _Limits(MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES)
+_CONTENT_ENCODING = b"content-encoding"
+_ENCODING_HEADER = ENCODING_HEADER.encode("ascii")
+_TRUNCATED_HEADER = TRUNCATED_HEADER.encode("ascii")
+
+
 def _response(
     request: httpx.Request,
     status: int,
     headers: list[tuple[bytes, bytes]],
-    content: bytes,
+    body: _Body,
     http_version: bytes,
 ) -> httpx.Response:
-    try:
-        return httpx.Response(
-            status_code=status,
-            headers=headers,
-            content=content,
-            request=request,
-            extensions={"http_version": http_version},
-        )
-    except httpx.DecodingError as exc:  # e.g. "gzip" that is not: a broken reply
-        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    """The httpx.Response of a reply, its body as it came: httpx is not shown Content-Encoding."""
+    raw = [
+        (_ENCODING_HEADER, value) if name.lower() == _CONTENT_ENCODING else (name, value)
+        for name, value in headers
+    ]
+    if body.cut:
+        raw.append((_TRUNCATED_HEADER, b"%d" % body.limit))
+    return httpx.Response(
+        status_code=status,
+        headers=raw,
+        content=b"".join(body.chunks),
+        request=request,
+        extensions={"http_version": http_version},
+    )
 
 
 async def _close_on(
@@ -296,7 +400,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     Measured on loopback it costs a quarter of the CPU per request of httpx's default transport
     at 16 requests in flight. Unlike a plain `str(url)` hand-over, it passes the URL as already
     encoded, so a key's `%3A` stays `%3A` on the wire: the path signed is the path sent. It
-    sends each request at most once (see `_send_once_middleware`).
+    sends each request at most once (see `_send_once_middleware`), and reads a body up to
+    `max_body_bytes` (`max_error_body_bytes` for an error reply), never decompressed.
     """
 
     def __init__(
@@ -304,8 +409,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 100,
         keepalive_s: float = 30.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_error_body_bytes: int = MAX_ERROR_BODY_BYTES,
         _proxies: _Proxies | None = None,
     ) -> None:
+        self._limits = _Limits(max_body_bytes, max_error_body_bytes)
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._proxies = _proxies if _proxies is not None else _Proxies()
@@ -336,7 +444,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request through aiohttp, at most once, and return the whole response."""
+        """Send one request through aiohttp, at most once, and return the response, read."""
         session = self._session or self._open_session()
         import aiohttp
         from yarl import URL
@@ -360,9 +468,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy=proxy,
                 ssl=_ssl_context() if url.scheme == "https" else True,
             ) as response:
-                content = await response.read()
+                body = _Body(request, self._limits, response.status)
+                stream = response.content  # as it came: the session does not decompress
+                try:
+                    while chunk := await stream.read(_READ_SIZE):
+                        if not body.add(chunk):
+                            break
+                finally:
+                    if not stream.is_eof():  # cut, or failed: never reuse the connection
+                        response.close()
                 return _response(
-                    request, response.status, list(response.raw_headers), content, b"HTTP/1.1"
+                    request, response.status, list(response.raw_headers), body, b"HTTP/1.1"
                 )
         except _SentOnce as exc:
             cause = exc.args[0]
@@ -446,9 +562,17 @@ class _H11Connection:
             self.writer.transport.abort()
 
     async def exchange(
-        self, request: httpx.Request, content: bytes, timeouts: dict[str, float | None]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes, bool]:
-        """Send the request once; read the whole reply: status, headers, body, version, reusable."""
+        self,
+        request: httpx.Request,
+        content: bytes,
+        timeouts: dict[str, float | None],
+        limits: _Limits,
+    ) -> tuple[int, list[tuple[bytes, bytes]], _Body, bytes, bool]:
+        """Send the request once; read the reply: status, headers, body, version, reusable.
+
+        The body is read up to its limit (see `_Body`): an error body cut there leaves the
+        connection unusable (the rest is never read).
+        """
         import asyncio
 
         import h11
@@ -483,7 +607,7 @@ class _H11Connection:
         status = 0
         headers: list[tuple[bytes, bytes]] = []
         version = b"HTTP/1.1"
-        body: list[bytes] = []
+        body = _Body(request, limits, 0)  # until the reply's head comes
         while True:
             try:
                 event = state.next_event()
@@ -505,8 +629,10 @@ class _H11Connection:
                 status = event.status_code
                 headers = event.headers.raw_items()
                 version = b"HTTP/" + event.http_version
+                body = _Body(request, limits, status)
             elif isinstance(event, h11.Data):
-                body.append(event.data)
+                if not body.add(event.data):
+                    break  # an error body cut at its limit
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif not isinstance(event, h11.InformationalResponse):  # 1xx: the reply follows
@@ -514,14 +640,15 @@ class _H11Connection:
                 raise httpx.RemoteProtocolError(f"unexpected {event!r}", request=request)
         trailing, closed = state.trailing_data
         reusable = (
-            state.our_state is h11.DONE
+            not body.cut
+            and state.our_state is h11.DONE
             and state.their_state is h11.DONE
             and not trailing
             and not closed
         )
         if reusable:
             state.start_next_cycle()
-        return status, headers, b"".join(body), version, reusable
+        return status, headers, body, version, reusable
 
 
 async def _shut(connections: list[_H11Connection]) -> None:
@@ -551,10 +678,13 @@ class _H11Pool:
     first out, and one the server has closed, or that was idle longer than `keepalive_s`, is
     dropped before anything is sent on it. A request that was sent and then failed raises: it
     is never sent again. A connection is reused only when h11 says both sides are done with
-    the last exchange; any error or cancellation aborts it.
+    the last exchange; any error or cancellation aborts it, as does a body cut at its limit.
     """
 
-    def __init__(self, *, max_connections: int, keepalive_s: float) -> None:
+    def __init__(
+        self, *, max_connections: int, keepalive_s: float, limits: _Limits | None = None
+    ) -> None:
+        self._limits = limits or _DEFAULT_LIMITS
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._idle: dict[_Origin, list[_H11Connection]] = {}
@@ -565,7 +695,7 @@ class _H11Pool:
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request over an idle or a new connection and read the whole reply."""
+        """Send one request over an idle or a new connection and read the reply."""
         url = request.url
         scheme = url.raw_scheme
         default_port = _DEFAULT_PORTS.get(scheme)
@@ -586,7 +716,7 @@ class _H11Pool:
                 raise
         try:
             status, headers, body, version, reusable = await connection.exchange(
-                request, content, timeouts
+                request, content, timeouts, self._limits
             )
         except BaseException:
             self._drop(connection)
@@ -761,7 +891,10 @@ def _core_error(exc: Exception, request: httpx.Request) -> httpx.TransportError 
 class _HttpcoreTransport:
     """httpcore proxy pools, one per (proxy, scheme); httpcore is imported at the first."""
 
-    def __init__(self, *, max_connections: int, keepalive_s: float) -> None:
+    def __init__(
+        self, *, max_connections: int, keepalive_s: float, limits: _Limits | None = None
+    ) -> None:
+        self._limits = limits or _DEFAULT_LIMITS
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._pools: dict[tuple[str, bool], httpcore.AsyncHTTPProxy] = {}
@@ -793,7 +926,11 @@ class _HttpcoreTransport:
         return pool
 
     async def handle_async_request(self, request: httpx.Request, proxy: str) -> httpx.Response:
-        """Send one request through `proxy` (httpcore never re-sends) and read the whole reply."""
+        """Send one request through `proxy` (httpcore never re-sends) and read the reply.
+
+        The body is read up to its limit (see `_Body`); closing a reply not read to its end
+        closes its connection (httpcore reuses only a connection whose exchange is done).
+        """
         import httpcore
 
         url = request.url
@@ -810,8 +947,14 @@ class _HttpcoreTransport:
                     extensions=request.extensions,
                 )
             )
+            body = _Body(request, self._limits, response.status)
             try:
-                content = await response.aread()
+                # aiter_stream is an async generator: closed here, not left to the collector
+                chunks = cast("AsyncGenerator[bytes, None]", response.aiter_stream())
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        if not body.add(chunk):
+                            break
             finally:
                 await response.aclose()
         except Exception as exc:
@@ -820,7 +963,7 @@ class _HttpcoreTransport:
                 raise
             raise mapped from exc
         version = response.extensions.get("http_version", b"HTTP/1.1")
-        return _response(request, response.status, response.headers, content, version)
+        return _response(request, response.status, response.headers, body, version)
 
     async def aclose(self) -> None:
         """Close every pool and its connections."""
@@ -833,10 +976,16 @@ class _HttpcoreTransport:
 class _LeanTransport:
     """The cold start's path: direct URLs over h11, URLs a proxy carries over httpcore."""
 
-    def __init__(self, *, max_connections: int, keepalive_s: float, proxies: _Proxies) -> None:
+    def __init__(
+        self, *, max_connections: int, keepalive_s: float, limits: _Limits, proxies: _Proxies
+    ) -> None:
         self._proxies = proxies
-        self._direct = _H11Pool(max_connections=max_connections, keepalive_s=keepalive_s)
-        self._proxied = _HttpcoreTransport(max_connections=max_connections, keepalive_s=keepalive_s)
+        self._direct = _H11Pool(
+            max_connections=max_connections, keepalive_s=keepalive_s, limits=limits
+        )
+        self._proxied = _HttpcoreTransport(
+            max_connections=max_connections, keepalive_s=keepalive_s, limits=limits
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request, at most once, directly or through its proxy."""
@@ -864,7 +1013,9 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
     `switch_after=0` uses aiohttp from the first request, `None` never does. Once
     `load_aiohttp()` has run (warm-up), the next request moves to aiohttp at once, whenever
     the transport was built. One transport serves one event loop at a time; `aclose()` may be
-    called from another (it closes the connections on the loop that opened them).
+    called from another (it closes the connections on the loop that opened them). Every path
+    reads a body up to `max_body_bytes`, or `max_error_body_bytes` for an error reply (see the
+    module's docstring).
     """
 
     def __init__(
@@ -873,15 +1024,21 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
         max_connections: int = 100,
         keepalive_s: float = 30.0,
         switch_after: int | None = DEFAULT_SWITCH_AFTER,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_error_body_bytes: int = MAX_ERROR_BODY_BYTES,
     ) -> None:
         if switch_after is not None and switch_after < 0:
             raise ValueError("switch_after must be >= 0 or None")
+        self._limits = _Limits(max_body_bytes, max_error_body_bytes)
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._switch_after = switch_after
         self._proxies = _Proxies()
         self._lean = _LeanTransport(
-            max_connections=max_connections, keepalive_s=keepalive_s, proxies=self._proxies
+            max_connections=max_connections,
+            keepalive_s=keepalive_s,
+            limits=self._limits,
+            proxies=self._proxies,
         )
         self._aiohttp: AiohttpTransport | None = None
         self._sent = 0  # requests sent over the lean path
@@ -901,6 +1058,8 @@ class AdaptiveTransport(httpx.AsyncBaseTransport):
         self._aiohttp = AiohttpTransport(
             max_connections=self._max_connections,
             keepalive_s=self._keepalive_s,
+            max_body_bytes=self._limits.success,
+            max_error_body_bytes=self._limits.error,
             _proxies=self._proxies,
         )
         return self._aiohttp
