@@ -50,6 +50,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(text: str) -> None:
+    """One `error:` line on stderr, whatever characters it holds."""
+    line = f"error: {text}".encode("utf-8", "backslashreplace").decode("utf-8")
+    print(line, file=sys.stderr)
+
+
 def _invoke(args: argparse.Namespace) -> int:
     from handler import logs, redaction
     from handler.config import ConfigError, load_config
@@ -82,12 +88,14 @@ def _invoke(args: argparse.Namespace) -> int:
             stack.callback(runtime.close)
             response = runtime.invoke(event, FakeContext(args.remaining_ms))
         except ConfigError as exc:
-            print(f"error: {redaction.current().text(str(exc))}", file=sys.stderr)
+            _error(redaction.current().text(str(exc)))
             return 2
         except (UnknownEventError, DeadLetterWriteError, CredentialsUnavailableError) as exc:
-            print(f"error: {redaction.current().text(str(exc))}", file=sys.stderr)
+            _error(redaction.current().text(str(exc)))
             return 1
-    print(json.dumps(redaction.current().value(response), indent=2, ensure_ascii=False))
+    text = json.dumps(redaction.current().value(response), indent=2, ensure_ascii=False)
+    # A lone surrogate (valid in JSON text, not in UTF-8) is printed as its escape.
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -207,6 +207,22 @@ class Config(BaseModel):
             return name
         return value
 
+    @field_validator(
+        "huaweicloud_sdk_ak",
+        "huaweicloud_sdk_sk",
+        "huaweicloud_sdk_security_token",
+        "ecs_auth_token",
+    )
+    @classmethod
+    def _one_header_line(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in a header: a newline (a secret file's last line) or a non-Latin-1 character
+        # would fail every request; say so now, without quoting the value.
+        if value is not None:
+            text = value.get_secret_value()
+            if any(ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0xFF for c in text):
+                raise ValueError("must be one line of printable characters (no newline)")
+        return value
+
     @field_validator("ecs_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
@@ -268,7 +284,20 @@ class Config(BaseModel):
             self.huaweicloud_sdk_security_token,
             self.ecs_auth_token,
         ]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        return found + _url_secrets(self.dead_letter_url)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """A URL's password and query values: an HTTP sink URL may carry credentials in either."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return []
+    found = [parts.password] if parts.password else []
+    if parts.query:
+        found.append(parts.query)
+        found += [value for _, value in parse_qsl(parts.query) if value]
+    return found
 
 
 def _describe(error: ValidationError) -> str:

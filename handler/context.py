@@ -27,7 +27,7 @@ def _text(value: Any) -> str | None:
 def _int(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # None, "soon", float("inf"), NaN
         return None
 
 

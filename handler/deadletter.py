@@ -101,6 +101,7 @@ class FileSink:
     """Dead letters appended to a JSON Lines file, flushed and fsync'd before returning."""
 
     def __init__(self, path: Path) -> None:
+        _check_writable(path)
         self.path = path
         self.description = f"the file {path}"
         self.seconds_per_record = 20e-6
@@ -108,7 +109,9 @@ class FileSink:
 
     def _append(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # O_NONBLOCK: a FIFO put in the file's place fails at once instead of blocking forever.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+        fd = os.open(self.path, flags, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -127,7 +130,9 @@ class FileSink:
         data = "".join(json.dumps(r) + "\n" for r in records).encode("ascii")
         async with self._lock:
             try:
-                self._append(data)
+                # On a worker thread: a slow disk's fsync must not hold the loop (and every
+                # other invocation on it).
+                await asyncio.to_thread(self._append, data)
             except OSError as exc:
                 raise DeadLetterError(
                     f"cannot write dead letters to {self.path}: {exc.strerror}"
@@ -135,6 +140,23 @@ class FileSink:
 
     async def aclose(self) -> None:
         """Nothing to release: each write opens and closes the file."""
+
+
+def _check_writable(path: Path) -> None:
+    """Raise ValueError unless dead letters can be appended to `path` (checked at cold start)."""
+    if path.exists():
+        if not path.is_file():
+            raise ValueError(f"DEAD_LETTER_URL: {path} is not a regular file")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"DEAD_LETTER_URL: {path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"DEAD_LETTER_URL: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"DEAD_LETTER_URL: cannot create files in {parent}")
 
 
 class HttpSink:
@@ -145,6 +167,10 @@ class HttpSink:
 
     def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         parts = urlsplit(url)
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL:
+            raise ValueError("DEAD_LETTER_URL: not a URL httpx can send to") from None
         port = f":{parts.port}" if parts.port else ""
         # Scheme and host only: a path or query may carry a credential.
         self.description = f"POST {parts.scheme}://{parts.hostname}{port}"

@@ -19,7 +19,7 @@ import structlog
 from handler import redaction
 from handler.deadletter import DeadLetterError, DeadLetterSink, make_record
 from handler.execute import Deleter, Executor
-from handler.model import ParsedPayload
+from handler.model import ParsedPayload, truncate_raw
 from handler.outcomes import Outcome, Pair, Result
 from handler.plan import Plan, Policy, make_plan
 from handler.redaction import Redactor
@@ -111,7 +111,9 @@ class Deadlines:
         remaining = max(limit - now, 0.0)
         finish = pairs * per_pair_s
         work = limit - base_margin_s(remaining) - finish
-        return cls(max(work, now), max(limit - ANSWER_S, now))
+        # The sink must be done in time for the pairs' log lines that follow it.
+        sink = limit - ANSWER_S - pairs * LOG_LINE_S
+        return cls(max(work, now), max(sink, now))
 
 
 def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
@@ -158,9 +160,8 @@ async def settle(job: Job, deps: Deps) -> list[UnitReport]:
 def _payload(unit: Unit, clock: Callable[[], float], parse_by: float | None) -> ParsedPayload:
     """Parse a unit's payload, unless the time to do so has run out."""
     if parse_by is not None and clock() >= parse_by:
-        raw = unit.raw_text()
         why = "the invocation's time ran out before this payload was read"
-        result = Result(Outcome.DEADLINE, raw=redaction.current().cut(raw, 8192), detail=why)
+        result = Result(Outcome.DEADLINE, raw=truncate_raw(unit.raw_text()), detail=why)
         return ParsedPayload(invalid=[result])
     return unit.payload
 

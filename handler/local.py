@@ -55,6 +55,8 @@ def read_event(path: Path) -> Any:
         raise SystemExit(f"error: cannot read {path}: {exc.__class__.__name__}") from None
     except ValueError as exc:
         raise SystemExit(f"error: {path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise SystemExit(f"error: {path} nests too deeply to read") from None
 
 
 def sandbox_variables(sandbox: Any, seed: Mapping[str, Any]) -> dict[str, str]:

@@ -163,6 +163,10 @@ def configure(service: str, level: str | None = "INFO") -> None:
     function's logs never depend on which constructor was used.
     """
     global _configured
+    # httpx and httpcore log each request's full URL at INFO/DEBUG through the standard logging
+    # module: a sink URL's credentials, and lines that are not the function's JSON.
+    for library in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     wanted = (service, level_number(level))
     if _configured == wanted and structlog.is_configured():
         return

@@ -47,6 +47,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self.secrets = _forms(secrets)
         self._whole = tuple(sorted(self.secrets, key=len, reverse=True))
+        self._longest = len(self._whole[0]) if self._whole else 0
         self._windows: dict[str, list[tuple[str, int]]] = {}
         for secret in self._whole:
             if len(secret) < FRAGMENT:
@@ -99,12 +100,20 @@ class Redactor:
         return "".join(out)
 
     def cut(self, value: str, limit: int, *, note: bool = True) -> str:
-        """Redact, then cut to `limit` characters (a secret is never cut before it is found)."""
-        value = self.text(value)
-        if len(value) <= limit:
+        """Redact, then cut to `limit` characters (a secret is never cut before it is found).
+
+        A huge text is first cut to `limit` plus the longest secret: a secret that starts
+        inside the kept part is still whole there, so nothing kept escapes redaction, and a
+        64 MiB body is not scanned to keep 512 characters of it.
+        """
+        window = limit + self._longest + FRAGMENT
+        dropped = max(len(value) - window, 0)
+        value = self.text(value[:window] if dropped else value)
+        if len(value) <= limit and not dropped:
             return value
-        rest = len(value) - limit
-        return value[:limit] + (f"…[truncated {rest} chars]" if note else "")
+        kept = value[:limit]
+        rest = len(value) - len(kept) + dropped
+        return kept + (f"…[truncated {rest} chars]" if note else "")
 
     def value(self, value: Any, key: str | None = None) -> Any:
         """Return a JSON-like value with secrets and secret-named fields replaced by ***."""

@@ -39,7 +39,8 @@ def attempts(
     import stamina
 
     install_retry_logging()
-    timeout = None if deadline is None else time_left(deadline, float("inf"))
+    # stamina warns (on stderr) about a zero timeout; a moment is the same: one attempt.
+    timeout = None if deadline is None else max(time_left(deadline, float("inf")), 0.001)
     return stamina.retry_context(
         on=on,
         attempts=max_attempts,

@@ -33,7 +33,7 @@ from handler.ecs.signing import (
     StaticCredentials,
     TokenAuth,
 )
-from handler.ecs.transport import AdaptiveTransport, proxy_error
+from handler.ecs.transport import AdaptiveTransport, proxy_error, proxy_secrets
 from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summarise
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
@@ -44,6 +44,7 @@ __all__ = [
     "DeadLetterWriteError",
     "Invoked",
     "Runtime",
+    "RuntimeClosedError",
     "deadline_margin_s",
 ]
 
@@ -64,6 +65,10 @@ class Invoked:
     response: Any
     reports: list[UnitReport]
     summary: dict[str, Any]
+
+
+class RuntimeClosedError(RuntimeError):
+    """The runtime was closed (reset_runtime, process exit) while the invocation ran."""
 
 
 class DeadLetterWriteError(RuntimeError):
@@ -117,6 +122,10 @@ class _LoopThread:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeClosedError(
+                "the runtime was closed while this invocation ran; failing so it is retried"
+            ) from None
         except BaseException:
             future.cancel()
             raise
@@ -129,6 +138,24 @@ class _LoopThread:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _check_urls(config: Config, *, proxies: bool) -> None:
+    """Fail the cold start on a URL httpx cannot send to, or a proxy for one that is unusable."""
+    try:
+        httpx.URL(config.endpoint)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(
+            f"invalid configuration: ECS_ENDPOINT: not a usable URL ({exc})"
+        ) from None
+    if not proxies:
+        return
+    urls = [config.endpoint]
+    if config.dead_letter_url.lower().startswith(("http://", "https://")):
+        urls.append(config.dead_letter_url)
+    for url in urls:
+        if problem := proxy_error(url):
+            raise ConfigError(f"invalid configuration: {problem}")
 
 
 class Runtime:
@@ -147,9 +174,8 @@ class Runtime:
     ) -> None:
         self.config = config
         logs.configure(config.powertools_service_name, config.powertools_log_level)
-        self.redactor = redaction.set_process_secrets(config.secrets())
-        if transport is None and (problem := proxy_error(config.endpoint)):
-            raise ConfigError(f"invalid configuration: {problem}")
+        self.redactor = redaction.set_process_secrets([*config.secrets(), *proxy_secrets()])
+        _check_urls(config, proxies=transport is None)
         self._transport = transport or AdaptiveTransport(max_connections=config.max_concurrency)
         try:  # before the loop: nothing is running yet if it fails
             self.sink = sink or make_sink(config.dead_letter_url, transport=self._transport)
@@ -283,11 +309,17 @@ class Runtime:
         return cls(config)
 
     def close(self) -> None:
-        """Close the HTTP pool and the sink, then stop the loop and its thread."""
+        """Cancel what still runs, close the HTTP pool and the sink, stop the loop and thread."""
         if self.loop.is_closed():
             return
 
         async def close_all() -> None:
+            # An invocation still running is cancelled first (its caller gets CancelledError),
+            # never left waiting on a loop that stopped under it.
+            running = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await self.client.aclose()
             await self.sink.aclose()
             await self._transport.aclose()

@@ -278,7 +278,8 @@ def test_a_process_exiting_after_a_failed_invocation_prints_nothing_on_stderr(
     tmp_path: Path,
 ) -> None:
     # One pair is deleted (the HTTP pool is opened), one is invalid and its dead letter cannot
-    # be written (the sink's path is a directory): the invocation raises DeadLetterWriteError.
+    # be written (nothing listens where the HTTP sink points): the invocation raises
+    # DeadLetterWriteError. (A directory as the sink's path now fails the cold start instead.)
     event = json.dumps([{"server_id": server_id(0), "key": "k0"}, {"server_id": "bad", "key": "x"}])
     with Sandbox(threads_seed()) as sb:
         env = {
@@ -286,7 +287,7 @@ def test_a_process_exiting_after_a_failed_invocation_prints_nothing_on_stderr(
             "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_PROJECT,
             "HUAWEICLOUD_SDK_AK": sb.credentials["ak"],
             "HUAWEICLOUD_SDK_SK": sb.credentials["sk"],
-            "DEAD_LETTER_URL": str(tmp_path),
+            "DEAD_LETTER_URL": "http://127.0.0.1:9/dead-letters",
         }
         done = _python(_ONE_INVOCATION.format(EVENT=event), env)
 

@@ -634,3 +634,32 @@ def test_import_is_light() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HUAWEICLOUD_SDK_AK",
+        "HUAWEICLOUD_SDK_SK",
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+        "ECS_AUTH_TOKEN",
+    ],
+)
+@pytest.mark.parametrize("bad", ["\n", "\r", "\x1b", "\u2603"])
+def test_a_credential_that_cannot_be_a_header_fails_the_cold_start(
+    base: pytest.MonkeyPatch, name: str, bad: str
+) -> None:
+    base.setenv("HUAWEICLOUD_SDK_AK", "AK-FOR-TESTS-0001")
+    base.setenv("HUAWEICLOUD_SDK_SK", "sk-for-tests-0001")
+    value = f"{SECRET_TOKEN}{bad}"
+    base.setenv(name, value)
+    message = _error(name, "one line")
+    assert SECRET_TOKEN not in message
+
+
+def test_a_sink_urls_password_and_query_are_secrets(base: pytest.MonkeyPatch) -> None:
+    base.setenv("DEAD_LETTER_URL", "https://hook:p4ssw0rd-x@dl.example.com/in?token=t0k3n-abc&x=1")
+    secrets = load_config().secrets()
+    assert "p4ssw0rd-x" in secrets
+    assert "t0k3n-abc" in secrets
+    assert "token=t0k3n-abc&x=1" in secrets

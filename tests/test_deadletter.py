@@ -156,10 +156,19 @@ def test_make_sink_path_and_file_url(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b c.jsonl").read_text()) == record
 
 
-def test_file_sink_unwritable_directory(tmp_path: Path) -> None:
+def test_file_sink_under_a_regular_file_fails_when_built(tmp_path: Path) -> None:
     blocker = tmp_path / "regular-file"
     blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"DEAD_LETTER_URL: .*regular-file is not a directory"):
+        FileSink(blocker / "sub" / "letters.jsonl")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        FileSink(tmp_path)
+
+
+def test_file_sink_unwritable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "regular-file"
     sink = FileSink(blocker / "sub" / "letters.jsonl")
+    blocker.write_text("not a directory")  # the place became unusable after the cold start
     with pytest.raises(DeadLetterError) as info:
         _write(sink, [_record(Result(Outcome.REJECTED, pair=PAIR))])
     message = str(info.value)

@@ -126,8 +126,9 @@ def test_failing_dead_letter_sink_returns_sqs_message_and_raises_for_direct(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
     configure_for(monkeypatch, sandbox, blocker / "dl.jsonl")
+    app.warm_up()
+    blocker.write_text("")  # the sink's folder became a file after the cold start
     poison = {"Records": [{"eventSource": "aws:sqs", "messageId": "p-1", "body": "garbage"}]}
     assert app.handler(poison, None) == {"batchItemFailures": [{"itemIdentifier": "p-1"}]}
 

@@ -226,3 +226,17 @@ def test_an_invocations_secrets_add_to_the_process_ones_only_where_it_runs() -> 
         assert redaction.current().text(text) == "*** rotating-old-1 ***"
     assert redaction.current().text(text) == "*** rotating-old-1 rotating-new-2"
     redaction.reset()
+
+
+def test_a_huge_text_is_cut_without_a_whole_scan_and_nothing_kept_escapes() -> None:
+    secret = "S3CR3T-" + "x" * 40
+    redactor = redaction.Redactor([secret])
+    text = "a" * 500 + secret + "b" * 10_000_000
+    out = redactor.cut(text, 512)
+    assert secret[:16] not in out and "x" * 16 not in out
+    assert out.startswith("a" * 500 + "***")
+    assert out.endswith(f"…[truncated {len(text) - 512 - len(secret) + 3} chars]")
+    # A secret straddling the cut is found whole, then cut.
+    straddling = "a" * 505 + secret + "b" * 100
+    assert "S3CR3T" not in redactor.cut(straddling, 512)
+    assert redactor.cut("short", 512) == "short"

@@ -124,11 +124,12 @@ class EcsClient:
         deadline: float | None,
         budget: AttemptBudget | None = None,
     ) -> httpx.Response:
-        timeout = self._timeout
+        timeout, limit = self._timeout, self._timeout_s
         if deadline is not None:
             left = deadline - asyncio.get_running_loop().time()
             if left < self._timeout_s:
-                timeout = httpx.Timeout(max(left, 0.001)).as_dict()
+                limit = max(left, 0.001)
+                timeout = httpx.Timeout(limit).as_dict()
         # Built directly rather than through client.build_request, which merges base URL,
         # default headers and cookies on every call (about 25 µs of CPU per request).
         request = httpx.Request(
@@ -140,7 +141,15 @@ class EcsClient:
             else {"timeout": timeout},
         )
         async with self._slots:
-            return await self._http.send(request)
+            # REQUEST_TIMEOUT_S bounds the whole attempt: the transport's timeouts bound each
+            # read, and a reply trickling one byte at a time would otherwise never end.
+            try:
+                async with asyncio.timeout(limit):
+                    return await self._http.send(request)
+            except TimeoutError:
+                raise httpx.ReadTimeout(
+                    f"no whole answer within {limit:.3g} s", request=request
+                ) from None
 
     async def _attempt(self, pair: Pair, state: RetryState) -> Reply:
         deadline = state.deadline
