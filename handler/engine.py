@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +148,11 @@ async def settle(job: Job, deps: Deps) -> list[UnitReport]:
             else:
                 reports = await _unordered(job, executor, payloads, plans)
             closing = time.perf_counter()
-            await _write_dead_letters(job, deps.sink, reports, deadlines.sink)
+            await _write_dead_letters(job, deps.sink, reports, deadlines.sink, clock)
         finally:
             executor.cancel()
-        for report in reports:
-            _log_report(job, report, deps.policy)
+        answer_by = None if job.limit is None else job.limit - ANSWER_S
+        _log_reports(job, reports, deps.policy, clock, answer_by)
         meter.record(pairs, time.perf_counter() - closing)
         return reports
 
@@ -210,28 +210,36 @@ def _report(job: Job, unit: Unit, results: list[Result]) -> UnitReport:
 
 
 async def _write_dead_letters(
-    job: Job, sink: DeadLetterSink, reports: list[UnitReport], deadline: float | None
+    job: Job,
+    sink: DeadLetterSink,
+    reports: list[UnitReport],
+    deadline: float | None,
+    clock: Callable[[], float],
 ) -> None:
     """Write every dead letter of the invocation in one call; map a failure back to its units."""
-    records: list[dict[str, Any]] = []
-    owners: list[UnitReport] = []
-    for report in reports:
-        if report.redeliver:
-            continue  # the whole unit goes back; its dead letters are written on the final try
-        for result in report.results:
-            if not result.outcome.settled:
-                records.append(
-                    make_record(
-                        result,
-                        source_kind=job.source.kind,
-                        source_id=report.unit.id,
-                        invocation_id=job.invocation_id,
-                    )
-                )
-                owners.append(report)
-    if not records:
+    letters: list[tuple[UnitReport, Result]] = [
+        (report, result)
+        for report in reports
+        # A unit going back whole has its dead letters written on its final try.
+        if not report.redeliver
+        for result in report.results
+        if not result.outcome.settled
+    ]
+    if not letters:
         return
+    owners = [report for report, _ in letters]
     try:
+        if deadline is not None and clock() >= deadline:
+            raise DeadLetterError("no time left before the invocation's limit")
+        records = [
+            make_record(
+                result,
+                source_kind=job.source.kind,
+                source_id=report.unit.id,
+                invocation_id=job.invocation_id,
+            )
+            for report, result in letters
+        ]
         await sink.write(records, deadline=deadline)
         return
     except DeadLetterError as exc:
@@ -240,7 +248,7 @@ async def _write_dead_letters(
         stored, error = 0, f"{sink.description}: {type(exc).__name__}: {exc}"
     error = redaction.current().text(error)
     failed = {id(report): report for report in owners[stored:]}
-    _log.error("dead letters not written", error=error, count=len(records) - stored)
+    _log.error("dead letters not written", error=error, count=len(letters) - stored)
     redeliver = job.source.on_transient is not OnTransient.DEAD_LETTER
     for report in failed.values():
         report.dead_letter_error = error
@@ -258,23 +266,48 @@ async def _write_dead_letters(
                 after.add(group)
 
 
-def _log_report(job: Job, report: UnitReport, policy: Policy) -> None:
-    unit = report.unit
+def _log_reports(
+    job: Job,
+    reports: list[UnitReport],
+    policy: Policy,
+    clock: Callable[[], float],
+    answer_by: float | None,
+) -> None:
+    """One line per pair, as long as there is time; then one line saying how many were left."""
+    total = sum(len(r.unit.payload.items) if r.skipped else len(r.results) for r in reports)
+    written = 0
+    for report in reports:
+        for line in _lines_of(report, policy):
+            if answer_by is not None and written % 50 == 0 and clock() >= answer_by:
+                _log.warning(
+                    "pair lines left out",
+                    count=total - written,
+                    detail="no time left before the invocation's limit; the summary counts them",
+                )
+                return
+            _log_pair(job, report.unit, *line)
+            written += 1
+
+
+_Line = tuple[Pair | None, Result | None, str, str, str | None]
+
+
+def _lines_of(report: UnitReport, policy: Policy) -> Iterator[_Line]:
+    """The log line of each pair of a unit: its outcome, or why it was skipped."""
     if report.skipped:
         why = "an earlier message of its group went back to the queue"
-        for item in unit.payload.items:
+        for item in report.unit.payload.items:
             pair = Pair(item.project_id or policy.default_project, item.server_id, item.key)
-            _log_pair(job, unit, pair, None, "pair returned to the queue", "warning", detail=why)
+            yield pair, None, "pair returned to the queue", "warning", why
         return
     for result in report.results:
-        outcome = result.outcome
-        if outcome.settled:
+        if result.outcome.settled:
             message, level = "pair settled", "info"
         elif report.redeliver:
             message, level = "pair returned to the queue", "warning"
         else:
             message, level = "pair dead-lettered", "info"
-        _log_pair(job, unit, result.pair, result, message, level)
+        yield result.pair, result, message, level, None
 
 
 def _log_pair(

@@ -407,7 +407,7 @@ def test_cli_invoke_on_a_deeply_nested_event_file_prints_one_line(
 @pytest.mark.parametrize(
     ("event", "extra"),
     [
-        (json.dumps({"server_id": WEB1, "key": "\ud800"}), ["--remaining-ms", "0"]),
+        (json.dumps({"server_id": WEB1, "key": "\ud800"}), ["--remaining-ms", "200"]),
         (
             json.dumps(
                 {
@@ -420,7 +420,7 @@ def test_cli_invoke_on_a_deeply_nested_event_file_prints_one_line(
                     ]
                 }
             ),
-            ["--remaining-ms", "0"],
+            ["--remaining-ms", "200"],
         ),
     ],
     ids=["direct-raw-at-deadline", "sqs-message-id"],

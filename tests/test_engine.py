@@ -367,3 +367,55 @@ def test_the_closing_margin_grows_with_the_pairs_and_learns_from_slow_closings()
     assert meter.per_pair_s == pytest.approx(1.5 * 0.8 * 200e-6)
     # Never past the platform's limit, and never before "now".
     assert Deadlines.of(1.0, 0.0, 1_000_000, 1e-3).work == 0.0
+
+
+def test_closing_stops_at_the_limit_instead_of_running_past_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from handler import logs
+    from handler.deadletter import LogSink
+
+    logs.configure("engine-test", "INFO")
+    now = [0.0]
+
+    def clock() -> float:  # every reading of the clock costs 10 ms of the 1 s limit
+        now[0] += 0.01
+        return now[0]
+
+    # 5,000 protected keys, dead-lettered to the log: more closing than 1 s allows here.
+    items = [{"server_id": OK_1, "key": f"__k{i}"} for i in range(5_000)]
+    deps = Deps(
+        deleter=FakeDeleter(),
+        sink=LogSink(),
+        policy=Policy(default_project=PROJECT, protected_keys=("__*",)),
+        redactor=Redactor(),
+        clock=clock,
+    )
+    job = Job(source=FakeSource(), units=[unit("u", items)], invocation_id="inv", limit=1.0)
+    (report,) = asyncio.run(settle(job, deps))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert report.dead_letter_error is not None  # not stored: the unit goes back, nothing lost
+    assert report.redeliver
+    left_out = [line for line in lines if line["message"] == "pair lines left out"]
+    assert len(left_out) == 1 and left_out[0]["count"] > 0
+    pair_lines = [
+        line
+        for line in lines
+        if line["message"].startswith(("pair settled", "pair returned", "pair dead"))
+    ]
+    assert len(pair_lines) + left_out[0]["count"] == 5_000
+    assert len(pair_lines) < 5_000
+
+
+def test_the_log_sink_stops_at_its_deadline_and_says_how_many_it_wrote() -> None:
+    from handler.deadletter import LogSink
+
+    async def main() -> DeadLetterError:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(DeadLetterError) as caught:
+            await LogSink().write([{"n": n} for n in range(250)], deadline=loop.time() - 1)
+        return caught.value
+
+    assert asyncio.run(main()).stored == 0
