@@ -232,10 +232,13 @@ class HttpSink:
             raise TimeoutError
         headers = {"Content-Type": "application/json"}
         try:
-            response = await self._http.post(
-                self._url, content=body, headers=headers, timeout=timeout
-            )
-        except httpx.TimeoutException:
+            # The whole POST, not each read: a sink trickling bytes (or endless 100 Continue
+            # lines) is cut at the timeout.
+            async with asyncio.timeout(timeout):
+                response = await self._http.post(
+                    self._url, content=body, headers=headers, timeout=timeout
+                )
+        except (httpx.TimeoutException, TimeoutError):
             last[0] = f"no answer within {timeout:.1f} s"
             raise _Retryable(last[0]) from None
         except httpx.HTTPError as exc:

@@ -82,6 +82,13 @@ class Executor:
             pair, future = pending.popleft()
             try:
                 result = await self._deleter.delete_metadata(pair, deadline=self.deadline)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    future.cancel()
+                    raise  # this worker is being stopped
+                # A deleter raising CancelledError of its own must not strand the pair.
+                future.set_exception(RuntimeError("the deleter raised CancelledError"))
             except Exception as exc:  # noqa: BLE001 - raised again where the result is read
                 future.set_exception(exc)
             else:

@@ -15,6 +15,8 @@ FRAGMENT = 16
 #: Secrets shorter than this are not looked for in text (too many false matches).
 MIN_SECRET = 4
 _WINDOW = FRAGMENT // 2
+#: At most this many places in the secrets are remembered for one 8-character window.
+_MAX_HITS = 8
 
 _SECRET_FIELD = re.compile(
     r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature)$",
@@ -53,9 +55,9 @@ class Redactor:
             if len(secret) < FRAGMENT:
                 continue
             for offset in range(len(secret) - _WINDOW + 1):
-                self._windows.setdefault(secret[offset : offset + _WINDOW], []).append(
-                    (secret, offset)
-                )
+                hits = self._windows.setdefault(secret[offset : offset + _WINDOW], [])
+                if len(hits) < _MAX_HITS:  # a repetitive secret must not make every lookup dear
+                    hits.append((secret, offset))
 
     def __bool__(self) -> bool:
         return bool(self._whole)
@@ -68,26 +70,22 @@ class Redactor:
         return Redactor([*self.secrets, *extra])
 
     def text(self, value: str) -> str:
-        """Return the text with every known secret, and every 16+ character run of one, as ***."""
+        """Return the text with every known secret, and every 16+ character run of one, as ***.
+
+        Every occurrence is found in the original text first and the spans merged before any is
+        replaced, so two secrets that overlap are both hidden whole; the work grows with the
+        length of the text, not with the square of a matched run.
+        """
         if not self._whole:
             return value
-        for secret in self._whole:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        if self._windows and len(value) >= FRAGMENT:
-            value = self._fragments(value)
-        return value
-
-    def _fragments(self, value: str) -> str:
         spans: list[tuple[int, int]] = []
-        windows = self._windows
-        for start in range(0, len(value) - _WINDOW + 1, _WINDOW):
-            hits = windows.get(value[start : start + _WINDOW])
-            if hits:
-                for secret, offset in hits:
-                    left, right = _grow(value, start, secret, offset)
-                    if right - left >= FRAGMENT:
-                        spans.append((left, right))
+        for secret in self._whole:
+            start = value.find(secret)
+            while start != -1:
+                spans.append((start, start + len(secret)))
+                start = value.find(secret, start + 1)
+        if self._windows and len(value) >= FRAGMENT:
+            spans += self._fragments(value)
         if not spans:
             return value
         out: list[str] = []
@@ -98,6 +96,23 @@ class Redactor:
             cursor = right
         out.append(value[cursor:])
         return "".join(out)
+
+    def _fragments(self, value: str) -> list[tuple[int, int]]:
+        """Spans of 16+ character runs of a secret, each window grown once to its full run."""
+        spans: list[tuple[int, int]] = []
+        windows = self._windows
+        covered = 0  # windows inside a run already found are not grown again
+        for start in range(0, len(value) - _WINDOW + 1, _WINDOW):
+            if start + _WINDOW <= covered:
+                continue
+            hits = windows.get(value[start : start + _WINDOW])
+            if hits:
+                for secret, offset in hits:
+                    left, right = _grow(value, start, secret, offset)
+                    if right - left >= FRAGMENT:
+                        spans.append((left, right))
+                        covered = max(covered, right)
+        return spans
 
     def cut(self, value: str, limit: int, *, note: bool = True) -> str:
         """Redact, then cut to `limit` characters (a secret is never cut before it is found).

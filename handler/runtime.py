@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import os
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +102,17 @@ class InvocationCredentials:
 
 
 class _LoopThread:
-    """An event loop running forever in a daemon thread; coroutines are handed to it."""
+    """An event loop running forever in a daemon thread; coroutines are handed to it.
+
+    Once closing starts, no invocation is handed to the loop any more, and any still waiting
+    when it stops fail with RuntimeClosedError: no caller is ever left waiting.
+    """
 
     def __init__(self) -> None:
         self.loop = new_event_loop()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="janitor-loop", daemon=True
@@ -117,9 +125,14 @@ class _LoopThread:
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
-    def run(self, coroutine: Any) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run a coroutine on the loop and wait for its result (cancelled if this thread is)."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        with self._lock:
+            if self._closing:
+                coroutine.close()
+                raise RuntimeClosedError("the runtime is closed; failing so it is retried")
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            self._pending.add(future)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
@@ -129,13 +142,25 @@ class _LoopThread:
         except BaseException:
             future.cancel()
             raise
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def begin_close(self) -> None:
+        """Refuse new invocations from now on."""
+        with self._lock:
+            self._closing = True
 
     def stop(self) -> None:
-        """Stop the loop, join the thread and close the loop."""
+        """Stop the loop, fail what still waits, join the thread and close the loop."""
+        self.begin_close()
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        with self._lock:
+            for future in self._pending:
+                future.cancel()  # never started on the stopped loop: its caller gets an error
         if not self._thread.is_alive():
             self.loop.close()
 
@@ -312,6 +337,7 @@ class Runtime:
         """Cancel what still runs, close the HTTP pool and the sink, stop the loop and thread."""
         if self.loop.is_closed():
             return
+        self._thread.begin_close()
 
         async def close_all() -> None:
             # An invocation still running is cancelled first (its caller gets CancelledError),

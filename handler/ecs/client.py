@@ -78,9 +78,14 @@ class CountingTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Count the request, then send it."""
         budget: AttemptBudget | None = request.extensions.get(BUDGET_EXTENSION)
-        if budget is not None:
-            budget.sent += 1
-        return await self.inner.handle_async_request(request)
+        if budget is None:
+            return await self.inner.handle_async_request(request)
+        budget.sent += 1
+        try:
+            return await self.inner.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            budget.sent -= 1  # no connection: the request never left
+            raise
 
     async def aclose(self) -> None:
         """Close the transport underneath."""
