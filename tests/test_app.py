@@ -76,7 +76,7 @@ def test_warm_up_also_loads_the_http_stack(monkeypatch: pytest.MonkeyPatch) -> N
     # What the first request needs is loaded (h11, the TLS context for an https endpoint), and
     # aiohttp, which the function does not use, is not.
     code = (
-        "import sys, handler.app as a, handler.ecs.transport as t; a.warm_up(); "
+        "import sys, handler.app as a, handler.ecs.transport._common as t; a.warm_up(); "
         "print('h11' in sys.modules, bool(t._SSL_CONTEXT), 'aiohttp' in sys.modules)"
     )
     out = subprocess.run(

@@ -28,7 +28,7 @@ from handler.outcomes import Pair, Result
 from handler.plan import Policy
 from handler.redaction import Redactor
 from tests.conftest import DEMO_PROJECT
-from tests.ecs.test_transport_h11 import NO_CONTENT, ScriptedServer, read_request
+from tests.ecs._servers import NO_CONTENT, ScriptedServer, read_request
 from tests.test_attack import LambdaContext, RawServer, Reply
 from tests.test_engine import OK_1, OK_2, FakeDeleter, FakeSink, FakeSource, pair_body, unit
 

@@ -1,6 +1,6 @@
 """The transports on both paths (lean: h11 or httpcore; aiohttp), against real servers on 127.0.0.1.
 
-`RawServer` and `PATHS` are shared with the other `test_transport_*.py` files.
+The servers and `PATHS` are in `tests/ecs/_servers.py`, shared with the other transport tests.
 """
 
 from __future__ import annotations
@@ -8,133 +8,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-import ssl
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from types import TracebackType
 
 import httpx
 import pytest
 
-from handler.ecs.transport import AdaptiveTransport, AiohttpTransport
-
-
-@dataclass
-class Seen:
-    """One request as a server read it."""
-
-    connection: int
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-
-#: status, headers, body; or None to close the connection without answering.
-Reply = tuple[int, list[tuple[str, str]], bytes] | None
-Replier = Callable[[Seen], Awaitable[Reply]]
-
-
-async def no_content(seen: Seen) -> Reply:
-    return 204, [], b""
-
-
-@dataclass
-class RawServer:
-    """A small HTTP/1.1 server on 127.0.0.1 that logs every request and every connection."""
-
-    reply: Replier = no_content
-    tls: ssl.SSLContext | None = None
-    seen: list[Seen] = field(default_factory=list)
-    open: set[int] = field(default_factory=set)
-    opened: int = 0
-    url: str = ""
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def wait_all_closed(self, timeout_s: float = 2.0) -> bool:
-        """True once every connection a client opened has been closed by it."""
-        for _ in range(int(timeout_s / 0.01)):
-            if not self.open:
-                break
-            await asyncio.sleep(0.01)
-        return not self.open
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        connection = self.opened
-        self.opened += 1
-        self.open.add(connection)
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                request_line, *lines = head.split("\r\n")[:-2]
-                method, target, _ = request_line.split(" ")
-                headers = [tuple(line.split(": ", 1)) for line in lines]
-                seen = Seen(connection, method, target, headers, b"")  # type: ignore[arg-type]
-                length = int(seen.header("Content-Length") or 0)
-                seen.body = await reader.readexactly(length)
-                self.seen.append(seen)
-                reply = await self.reply(seen)
-                if reply is None:
-                    break
-                status, reply_headers, body = reply
-                lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
-                lines += [f"{k}: {v}" for k, v in reply_headers]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
-            pass  # the client went away, or the server is stopping
-        finally:
-            self.open.discard(connection)
-            writer.close()
-            self._tasks.discard(task)
-
-
-#: The two paths a request can take: the lean one (AdaptiveTransport before it switches: h11
-#: for a direct URL, httpcore for one a proxy carries) and aiohttp (AiohttpTransport, or
-#: AdaptiveTransport told to use it from the start).
-PATHS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
-    "lean": lambda: AdaptiveTransport(switch_after=None),
-    "aiohttp": AiohttpTransport,
-    "adaptive-aiohttp": lambda: AdaptiveTransport(switch_after=0),
-}
+from tests.ecs._servers import PATHS, Make, RawServer, Reply, Seen
 
 
 @pytest.fixture(params=sorted(PATHS))
-def make(request: pytest.FixtureRequest) -> Callable[[], httpx.AsyncBaseTransport]:
-    maker: Callable[[], httpx.AsyncBaseTransport] = PATHS[request.param]
-    return maker
-
-
-Make = Callable[[], httpx.AsyncBaseTransport]
+def make(request: pytest.FixtureRequest) -> Make:
+    return PATHS[request.param]
 
 
 def test_the_encoded_path_is_sent_byte_for_byte(make: Make) -> None:
@@ -245,35 +128,3 @@ def test_the_request_read_timeout_is_honoured(make: Make) -> None:
             return loop.time() - start
 
     assert asyncio.run(main()) < 2.0
-
-
-@contextmanager
-def serving_in_thread(reply: Replier = no_content) -> Iterator[RawServer]:
-    """A RawServer on its own loop in a thread: it keeps serving whatever the test's loops do."""
-    server = RawServer(reply)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with server:
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
-    thread.start()
-    assert started.wait(5)
-    try:
-        yield server
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
-        loop.close()
-
-
-def all_closed(server: RawServer, timeout_s: float = 2.0) -> bool:
-    """True once every connection to a `serving_in_thread` server has been closed by its client."""
-    end = time.monotonic() + timeout_s
-    while server.open and time.monotonic() < end:
-        time.sleep(0.01)
-    return not server.open

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import subprocess
 import sys
 import threading
@@ -16,9 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handler.ecs import transport as module
-from handler.ecs.transport import AdaptiveTransport, AiohttpTransport, load_aiohttp
-from tests.ecs.test_transport import RawServer, Reply, Seen, all_closed, serving_in_thread
+from handler.ecs.transport import AdaptiveTransport, AiohttpTransport, _loading, load_aiohttp
+from tests.ecs._servers import (
+    RawServer,
+    Reply,
+    Seen,
+    all_closed,
+    failing_on_leaks,
+    serving_in_thread,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a fresh process: nobody has loaded aiohttp for the transports yet."""
-    monkeypatch.setattr(module._AIOHTTP, "loaded", False)
+    monkeypatch.setattr(_loading._AIOHTTP, "loaded", False)
 
 
 @pytest.fixture
@@ -38,9 +43,9 @@ def held_import(monkeypatch: pytest.MonkeyPatch, not_loaded: None) -> Iterator[t
     def import_aiohttp() -> None:
         threads.append(threading.current_thread())
         assert release.wait(10)
-        module._AIOHTTP.loaded = True
+        _loading._AIOHTTP.loaded = True
 
-    monkeypatch.setattr(module, "_import_aiohttp", import_aiohttp)
+    monkeypatch.setattr(_loading, "_import_aiohttp", import_aiohttp)
     release.threads = threads  # type: ignore[attr-defined]
     yield release
     release.set()
@@ -53,7 +58,7 @@ def path_of(transport: AdaptiveTransport) -> str:
 
 async def wait_loaded() -> None:
     for _ in range(500):
-        if module._AIOHTTP.loaded:
+        if _loading._AIOHTTP.loaded:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("aiohttp was never loaded")
@@ -63,6 +68,7 @@ _FRESH = """
 import asyncio, json, sys
 import httpx
 import handler.ecs.transport as t
+from handler.ecs.transport import _common
 LIBRARIES = ("aiohttp", "anyio", "h11", "httpcore")
 after_import = sorted(m for m in LIBRARIES if m in sys.modules)
 
@@ -88,7 +94,7 @@ status, unused, path = asyncio.run(main())
 print(json.dumps({
     "after_import": after_import, "unused": unused, "status": status, "path": path,
     "loaded": sorted(m for m in LIBRARIES if m in sys.modules),
-    "tls_contexts": len(t._SSL_CONTEXT),
+    "tls_contexts": len(_common._SSL_CONTEXT),
 }))
 """
 
@@ -153,7 +159,7 @@ def test_requests_under_way_finish_on_the_lean_path(not_loaded: None) -> None:
                 slow = asyncio.create_task(client.get(f"{server.url}/slow"))
                 await asyncio.sleep(0.1)
                 assert [s.target for s in server.seen] == ["/slow"]
-                module._AIOHTTP.loaded = True  # as if the background import had just finished
+                _loading._AIOHTTP.loaded = True  # as if the background import had just finished
                 fast = await client.get(f"{server.url}/fast")
                 assert (fast.content, transport.path) == (b"/fast", "aiohttp")
                 assert server.open == {0, 1}  # the lean connection still carries /slow
@@ -224,14 +230,8 @@ _SCENARIOS: dict[str, tuple[Callable[[], httpx.AsyncBaseTransport], bool]] = {
 @pytest.fixture
 def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fail on any ResourceWarning or asyncio/aiohttp "Unclosed ..." report."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with caplog.at_level(logging.ERROR):
-            yield
-            gc.collect()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    leaks += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
-    assert leaks == []
+    with failing_on_leaks(caplog):
+        yield
 
 
 @pytest.mark.parametrize("scenario", sorted(_SCENARIOS))
@@ -332,7 +332,7 @@ def test_a_failed_import_keeps_the_lean_path(
     def broken() -> None:
         raise ImportError("no aiohttp here")
 
-    monkeypatch.setattr(module, "_import_aiohttp", broken)
+    monkeypatch.setattr(_loading, "_import_aiohttp", broken)
 
     async def main() -> None:
         async with RawServer() as server:

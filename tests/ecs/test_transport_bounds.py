@@ -9,21 +9,15 @@ Every server here is on 127.0.0.1; the httpcore path is a direct server named as
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import itertools
-import logging
 import time
 import tracemalloc
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from handler.ecs import transport as module
 from handler.ecs.transport import (
     ENCODING_HEADER,
     MAX_BODY_BYTES,
@@ -31,91 +25,24 @@ from handler.ecs.transport import (
     TRUNCATED_HEADER,
     AdaptiveTransport,
     AiohttpTransport,
+    _common,
 )
+from tests.ecs._servers import StreamReply, StreamServer, failing_on_leaks, no_proxy_environment
 
 MiB = 1024 * 1024
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-#: A reply: its head (status line and headers, without the blank line), then its body's chunks;
-#: a None chunk stalls: nothing more is sent until the client closes the connection.
-Reply = tuple[bytes, Iterable[bytes | None]]
 
 
 def head(status: int, *headers: str) -> bytes:
     return "\r\n".join([f"HTTP/1.1 {status} X", *headers]).encode("latin-1")
 
 
-def whole(status: int, body: bytes, *headers: str) -> Reply:
+def whole(status: int, body: bytes, *headers: str) -> StreamReply:
     return head(status, f"Content-Length: {len(body)}", *headers), [body]
 
 
-def endless(status: int, size: int, chunk: bytes = b"x" * 65536) -> Reply:
+def endless(status: int, size: int, chunk: bytes = b"x" * 65536) -> StreamReply:
     """A reply that declares `size` bytes and sends them chunk by chunk (as long as read)."""
     return head(status, f"Content-Length: {size}"), itertools.repeat(chunk, size // len(chunk))
-
-
-@dataclass
-class StreamServer:
-    """HTTP/1.1 on 127.0.0.1: answers each request with `reply(request head)`, body streamed.
-
-    It counts the connections opened and the body bytes the client took (`sent`), and keeps
-    a connection alive for the next request until the client closes it.
-    """
-
-    reply: Callable[[bytes], Reply]
-    heads: list[bytes] = field(default_factory=list)
-    opened: int = 0
-    sent: int = 0
-    url: str = ""
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def __aenter__(self) -> StreamServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.opened += 1
-        try:
-            while True:
-                request = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(request)
-                for line in request.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        await reader.readexactly(int(value))
-                reply_head, chunks = self.reply(request)
-                writer.write(reply_head + b"\r\n\r\n")
-                for chunk in chunks:
-                    if chunk is None:
-                        await reader.read()  # until the client closes
-                        return
-                    writer.write(chunk)
-                    await writer.drain()
-                    self.sent += len(chunk)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
-            pass  # the client went away, or the server is stopping
-        finally:
-            writer.close()
-            self._tasks.discard(task)
 
 
 #: Builds a transport (with body limits, if given) for a server; returns it and the base URL.
@@ -126,23 +53,14 @@ PATHS = ("h11", "httpcore", "aiohttp", "adaptive-aiohttp")
 
 @pytest.fixture(autouse=True)
 def _no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+    no_proxy_environment(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fail on any ResourceWarning or asyncio "Unclosed ..." report: a cut leaves nothing open."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with caplog.at_level(logging.ERROR):
-            yield
-            gc.collect()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    leaks += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
-    assert leaks == []
+    with failing_on_leaks(caplog):
+        yield
 
 
 @pytest.fixture(params=PATHS)
@@ -190,7 +108,7 @@ def test_the_limits() -> None:
 def test_a_gzip_bomb_error_reply_comes_as_its_raw_bytes(make: Make, bomb: bytes) -> None:
     assert len(bomb) < MAX_ERROR_BODY_BYTES
 
-    def reply(request: bytes) -> Reply:
+    def reply(request: bytes) -> StreamReply:
         if b"/warm" in request:
             return whole(204, b"")
         return whole(500, bomb, "Content-Encoding: gzip")
@@ -221,7 +139,7 @@ def test_a_gzip_bomb_error_reply_comes_as_its_raw_bytes(make: Make, bomb: bytes)
 
 
 def test_a_huge_error_body_is_cut_and_its_connection_closed(make: Make) -> None:
-    def reply(request: bytes) -> Reply:
+    def reply(request: bytes) -> StreamReply:
         return endless(500, 48 * MiB) if b"/huge" in request else whole(204, b"")
 
     async def main() -> tuple[httpx.Response, int, int]:
@@ -283,7 +201,7 @@ def test_an_error_body_of_exactly_the_limit_is_whole(make: Make) -> None:
 
 
 def test_a_successful_body_over_its_limit_is_a_protocol_error(make: Make) -> None:
-    def reply(request: bytes) -> Reply:
+    def reply(request: bytes) -> StreamReply:
         return endless(200, 64 * MiB) if b"/big" in request else whole(200, b"m" * MiB)
 
     async def main() -> tuple[int, int]:
@@ -305,7 +223,7 @@ def test_a_successful_body_over_its_limit_is_a_protocol_error(make: Make) -> Non
 
 @pytest.mark.parametrize("status", [200, 500])
 def test_a_stalled_body_is_bounded_by_the_read_timeout(make: Make, status: int) -> None:
-    def reply(request: bytes) -> Reply:
+    def reply(request: bytes) -> StreamReply:
         return head(status, "Content-Length: 100"), [b"0123456789", None]  # 10 bytes of 100
 
     async def main() -> float:
@@ -327,7 +245,7 @@ def test_small_bodies_are_unchanged_and_connections_kept_alive(make: Make) -> No
     missing = b'{"itemNotFound": {"code": 404, "message": "Metadata item was not found"}}'
     raw = gzip.compress(b'{"ok": true}')
 
-    def reply(request: bytes) -> Reply:
+    def reply(request: bytes) -> StreamReply:
         target = request.split(b" ", 2)[1]
         if target.endswith(b"/ok"):
             return whole(200, ok, "Content-Type: application/json", "X-Request-Id: r-1")
@@ -364,10 +282,10 @@ def test_small_bodies_are_unchanged_and_connections_kept_alive(make: Make) -> No
 
 def test_the_headers_httpx_gets() -> None:
     request = httpx.Request("GET", "http://ecs.test/x")
-    body = module._Body(request, module._Limits(10, 4), 500)
+    body = _common._Body(request, _common._Limits(10, 4), 500)
     assert body.add(b"abc")
     assert not body.add(b"defg")
-    response = module._response(
+    response = _common._response(
         request,
         500,
         [(b"Content-Encoding", b"br"), (b"Content-Length", b"7"), (b"X-Other", b"1")],

@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
-import warnings
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from handler.ecs import transport as module
-from handler.ecs.transport import AdaptiveTransport
-from tests.ecs.test_transport import RawServer, Reply, Seen
-
-NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+from handler.ecs.transport import AdaptiveTransport, _h11
+from tests.ecs._servers import (
+    NO_CONTENT,
+    RawServer,
+    Reply,
+    Script,
+    ScriptedServer,
+    Seen,
+    failing_on_leaks,
+    read_request,
+)
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fail on any ResourceWarning or asyncio "Unclosed ..." report."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with caplog.at_level(logging.ERROR):
-            yield
-            gc.collect()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    leaks += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
-    assert leaks == []
+    with failing_on_leaks(caplog):
+        yield
 
 
 def lean(**options: int | float) -> AdaptiveTransport:
@@ -41,72 +36,6 @@ def lean(**options: int | float) -> AdaptiveTransport:
 def delete(url: str, **timeouts: float) -> httpx.Request:
     extensions = {"timeout": httpx.Timeout(5.0, **timeouts).as_dict()}
     return httpx.Request("DELETE", url, extensions=extensions)
-
-
-#: One connection's conversation: its number, and its streams.
-Script = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def read_request(reader: asyncio.StreamReader) -> str:
-    """Read one body-less request's head; return its target."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    return head.split(b" ", 2)[1].decode()
-
-
-@dataclass
-class ScriptedServer:
-    """A server on 127.0.0.1 whose every connection runs `script` (raw bytes, any misbehaviour)."""
-
-    script: Script
-    url: str = ""
-    opened: int = 0
-    open: set[int] = field(default_factory=set)
-    most_open: int = 0
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        number = self.opened
-        self.opened += 1
-        self.open.add(number)
-        self.most_open = max(self.most_open, len(self.open))
-        try:
-            await self.script(number, reader, writer)
-        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
-            pass
-        finally:
-            self.open.discard(number)
-            writer.close()
-            self._tasks.discard(task)
-
-    async def wait_closed(self, number: int) -> bool:
-        """True once the client closed connection `number` (the server reads its EOF)."""
-        for _ in range(200):
-            if number not in self.open:
-                return True
-            await asyncio.sleep(0.01)
-        return False
 
 
 def answering(
@@ -522,7 +451,7 @@ def test_aclose_closes_a_connection_under_way_and_fails_a_waiting_request() -> N
 
 
 def test_the_h11_pool_alone_closes_twice() -> None:
-    pool = module._H11Pool(max_connections=1, keepalive_s=1.0)
+    pool = _h11._H11Pool(max_connections=1, keepalive_s=1.0)
 
     async def main() -> int:
         async with RawServer() as server:

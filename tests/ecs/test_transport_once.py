@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from handler.sandbox import Sandbox
-from tests.ecs.test_transport import PATHS, Make, RawServer, Reply, Seen
+from tests.ecs._servers import PATHS, Make, RawServer, Reply, Seen
 from tests.sandbox._demo import TOKEN, WEB1, item_path
 
 

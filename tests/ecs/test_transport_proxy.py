@@ -10,18 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handler.ecs.transport import AdaptiveTransport, _Proxies, proxy_configured, proxy_error
-from tests.ecs.test_transport import PATHS, Make, RawServer
-
-_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+from handler.ecs.transport import AdaptiveTransport, proxy_configured, proxy_error
+from handler.ecs.transport._proxies import _Proxies
+from tests.ecs._servers import PATHS, Make, RawServer, no_proxy_environment
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+    no_proxy_environment(monkeypatch)
 
 
 @pytest.fixture(params=sorted(PATHS))

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handler.ecs import transport as module
-from tests.ecs.test_transport import PATHS, Make, RawServer
+from handler.ecs.transport import _common
+from tests.ecs._servers import PATHS, Make, RawServer
 
 
 @pytest.fixture(params=sorted(PATHS))
@@ -33,7 +33,7 @@ def certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     subprocess.run(
         [*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
     )
-    monkeypatch.setattr(module, "_SSL_CONTEXT", [])
+    monkeypatch.setattr(_common, "_SSL_CONTEXT", [])
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     return cert, key
@@ -59,7 +59,7 @@ def test_https_is_verified_against_ssl_cert_file(
             assert [s.target for s in server.seen] == ["/m/env%3Astage"]
 
     asyncio.run(main())
-    assert len(module._SSL_CONTEXT) == 1
+    assert len(_common._SSL_CONTEXT) == 1
 
 
 def test_an_untrusted_certificate_is_a_connect_error(
