@@ -31,8 +31,8 @@ SANDBOX_VARIABLES = frozenset(
 class FakeContext:
     """A Lambda-like context for local runs: a request id and, optionally, a time limit."""
 
-    def __init__(self, remaining_ms: int | None) -> None:
-        self.aws_request_id = f"local-{uuid.uuid4()}"
+    def __init__(self, remaining_ms: float | None, *, request_id: str | None = None) -> None:
+        self.aws_request_id = request_id or f"local-{uuid.uuid4()}"
         self.function_name = "ecs-metadata-janitor-local"
         self.memory_limit_in_mb = 256
         self.invoked_function_arn = "arn:aws:lambda:local:000000000000:function:local"

@@ -17,7 +17,6 @@ import socket
 import string
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import stamina
 
 from handler import app, cli, logs
 from handler.config import ConfigError
+from handler.local import FakeContext as LambdaContext
 from handler.runtime import RuntimeClosedError
 from handler.sources import UnknownEventError
 from tests.conftest import DEMO_PROJECT, SandboxFactory, configure_for, demo_seed, metadata_of
@@ -44,18 +44,6 @@ def leaked_runs(text: str, secret: str, run: int = RUN) -> list[str]:
 def _secret(length: int, seed: int) -> str:
     rng = random.Random(seed)
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(length))
-
-
-class LambdaContext:
-    def __init__(self, remaining_ms: float) -> None:
-        self.aws_request_id = f"attack-{uuid.uuid4()}"
-        self.function_name = "attack"
-        self.memory_limit_in_mb = 128
-        self.invoked_function_arn = "arn:aws:lambda:local:000000000000:function:attack"
-        self._end = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._end - time.monotonic()) * 1000), 0)
 
 
 Reply = Callable[["RawServer", socket.socket, bytes], bool | None]

@@ -27,24 +27,13 @@ import pytest
 import handler
 from handler import app
 from handler.config import load_config
+from handler.local import FakeContext as LambdaContext
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
 from tests.conftest import DEMO_PROJECT, configure_for, demo_seed, metadata_of
 
 THREADS = 4
 KEYS = [f"k{i}" for i in range(5)]
-
-
-class LambdaContext:
-    def __init__(self, request_id: str, remaining_ms: int = 30_000) -> None:
-        self.aws_request_id = request_id
-        self.function_name = "concurrency-test"
-        self.memory_limit_in_mb = 256
-        self.invoked_function_arn = "arn:aws:lambda:local:000000000000:function:concurrency-test"
-        self._end = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._end - time.monotonic()) * 1000), 0)
 
 
 class FunctionGraphContext:
@@ -126,7 +115,7 @@ def json_lines(out: str) -> list[dict[str, Any]]:
 def _invoke_threads(sb: Sandbox, first: int) -> list[Any]:
     def call(n: int) -> Callable[[], Any]:
         event = {"items": [{"server_id": server_id(n), "keys": KEYS}]}
-        return lambda: app.handler(event, LambdaContext(f"req-{n}"))
+        return lambda: app.handler(event, LambdaContext(30_000, request_id=f"req-{n}"))
 
     return run_together([call(n) for n in range(first, first + THREADS)])
 
@@ -163,7 +152,8 @@ def test_concurrent_invocations_on_a_warm_process_complete_correctly(
     with Sandbox(threads_seed()) as sb:
         configure_for(monkeypatch, sb, dead_letters)
         warm = app.handler(
-            {"server_id": server_id(2 * THREADS), "key": "k0"}, LambdaContext("warm")
+            {"server_id": server_id(2 * THREADS), "key": "k0"},
+            LambdaContext(30_000, request_id="warm"),
         )
         assert warm["summary"]["deleted"] == 1
         for first in (0, THREADS):  # two rounds: the warm runtime keeps serving threads
@@ -317,9 +307,11 @@ def test_a_slow_invocation_is_not_cancelled_by_one_that_ends_beside_it(
 
     def later() -> Any:
         time.sleep(0.05)
-        return app.handler(fast, LambdaContext("fast"))
+        return app.handler(fast, LambdaContext(30_000, request_id="fast"))
 
-    results = run_together([lambda: app.handler(slow, LambdaContext("slow")), later])
+    results = run_together(
+        [lambda: app.handler(slow, LambdaContext(30_000, request_id="slow")), later]
+    )
     for response in results:
         assert not isinstance(response, BaseException), repr(response)
         assert response["summary"]["deleted"] == 1
@@ -352,8 +344,8 @@ def test_concurrent_invocations_keep_their_own_deadlines_and_log_context(
 
     results = run_together(
         [
-            timed({"server_id": hanging, "key": "k0"}, LambdaContext("short", 600)),
-            timed({"server_id": slow, "key": "k0"}, LambdaContext("long", 5000)),
+            timed({"server_id": hanging, "key": "k0"}, LambdaContext(600, request_id="short")),
+            timed({"server_id": slow, "key": "k0"}, LambdaContext(5000, request_id="long")),
         ]
     )
     lines = json_lines(capsys.readouterr().out)

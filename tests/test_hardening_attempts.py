@@ -20,24 +20,11 @@ import pytest
 
 from handler import app
 from handler.config import load_config
+from handler.local import FakeContext as LambdaContext
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
 from tests.conftest import DEMO_PROJECT, configure_for, demo_seed
 from tests.sandbox._demo import DB1, WEB1
-
-
-class LambdaContext:
-    """A Lambda-like context with a time limit (the old code has no handler.local)."""
-
-    def __init__(self, remaining_ms: int) -> None:
-        self.aws_request_id = f"test-{uuid.uuid4()}"
-        self.function_name = "attempts-test"
-        self.memory_limit_in_mb = 256
-        self.invoked_function_arn = "arn:aws:lambda:local:000000000000:function:attempts-test"
-        self._end = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._end - time.monotonic()) * 1000), 0)
 
 
 def deletes_per_pair(sb: Sandbox) -> Counter[tuple[str, str]]:

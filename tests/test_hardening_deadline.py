@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,11 @@ import pytest
 
 import handler
 from handler import app
+from handler.local import FakeContext as LambdaContext
 from handler.runtime import DeadLetterWriteError
 from handler.sandbox import Sandbox
 from tests.conftest import DEMO_PROJECT, configure_for, metadata_of
 from tests.sandbox._demo import DB1, WEB1
-
-
-class LambdaContext:
-    """A Lambda-like context with a time limit (the old code has no handler.local)."""
-
-    def __init__(self, remaining_ms: int) -> None:
-        self.aws_request_id = f"test-{uuid.uuid4()}"
-        self.function_name = "deadline-test"
-        self.memory_limit_in_mb = 256
-        self.invoked_function_arn = "arn:aws:lambda:local:000000000000:function:deadline-test"
-        self._end = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._end - time.monotonic()) * 1000), 0)
 
 
 class SilentServer:
