@@ -288,6 +288,9 @@ class Runtime:
                 raise UnknownEventError(redactor.text(str(exc))) from None
             try:
                 units = source.units(event)
+            except UnknownEventError as exc:  # a known envelope around an unknown payload
+                _log.error("unrecognised event", source=source.kind, error=str(exc))
+                raise UnknownEventError(redactor.text(str(exc))) from None
             except RejectedEvent as exc:
                 _log.warning(
                     "event rejected", source=source.kind, status=exc.status, error=exc.message

@@ -521,14 +521,17 @@ def test_dot_segment_and_space_keys_are_deleted_exactly(
         5,
         {"Records": {"eventSource": "aws:sqs"}},
         {"Records": [{"eventSource": "aws:sqs", "body": "{}"}, 5]},
-        {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{}"}}]},
-        {"version": "v1.0", "trigger_type": "TIMER", "user_event": "{}"},
+        # SNS and FunctionGraph TIMER are known since issue 8; these still are not:
+        {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": "k"}}}]},
+        {"Records": [{"eventSource": "aws:dynamodb", "dynamodb": {}}]},
+        {"cts": {"service_type": "ECS", "resource_type": "ecs", "trace_name": "deleteServer"}},
+        {"detail-type": "Object Deleted", "source": "aws.s3", "detail": {"bucket": {}}},
     ],
 )
 def test_events_of_unknown_shape_raise(event: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _base_env(monkeypatch, "http://127.0.0.1:9", "log")
     logs.set_stream(io.StringIO())
-    with pytest.raises(UnknownEventError, match="unrecognised event: got"):
+    with pytest.raises(UnknownEventError, match=r"unrecognised event: (got|an EventBridge)"):
         app.handler(event, None)
 
 

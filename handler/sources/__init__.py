@@ -15,10 +15,33 @@ from handler.sources.base import (
     UnknownEventError,
 )
 from handler.sources.direct import DirectSource
+from handler.sources.eventbridge import EventBridgeSource
+from handler.sources.fg_dms import FG_MESSAGE_SOURCES
+from handler.sources.fg_smn import FgSmnSource
+from handler.sources.fg_timer import FgTimerSource
+from handler.sources.kafka import KafkaSource
+from handler.sources.kinesis import KinesisSource
+from handler.sources.mq import ActiveMqSource, RabbitMqSource
+from handler.sources.sns import SnsSource
 from handler.sources.sqs import SqsSource
 
 #: Checked in this order; the first whose `matches` is true handles the event.
-SOURCES: tuple[type[Source], ...] = (SqsSource, DirectSource)
+SOURCES: tuple[type[Source], ...] = (
+    # AWS: record batches, told apart by their eventSource (SNS spells it EventSource).
+    SqsSource,
+    SnsSource,
+    KinesisSource,
+    KafkaSource,
+    RabbitMqSource,
+    ActiveMqSource,
+    EventBridgeSource,
+    # Huawei FunctionGraph triggers, told apart by trigger_type (SMN by its `record` list).
+    FgTimerSource,
+    FgSmnSource,
+    *FG_MESSAGE_SOURCES,
+    # Last: anything else that is itself a work-item payload (console, SDK, Scheduler input).
+    DirectSource,
+)
 
 __all__ = [
     "SOURCES",
@@ -48,7 +71,8 @@ def detect(event: Any) -> Source:
     for source in SOURCES:
         if source.matches(event):
             return source(event)
+    kinds = ", ".join(source.kind for source in SOURCES if source is not DirectSource)
     raise UnknownEventError(
-        f"unrecognised event: got {_shape(event)}; expected an SQS batch or a work-item payload "
-        "(an object with 'server_id' or 'items', or an array)"
+        f"unrecognised event: got {_shape(event)}; expected an event of one of: {kinds}, or a "
+        "work-item payload (an object with 'server_id' or 'items', or an array)"
     )

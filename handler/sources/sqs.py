@@ -1,10 +1,15 @@
-"""Amazon SQS (standard and FIFO): one unit per message, failures as batchItemFailures."""
+"""Amazon SQS (standard and FIFO): one unit per message, failures as batchItemFailures.
+
+A message an SNS topic delivered to the queue (without raw message delivery) is an SNS envelope:
+its payload is the envelope's `Message`, and it is redelivered as the SQS message it came in.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from handler.model import parse_body
+from handler.model import ParsedPayload, parse_body, parse_payload, parse_text
 from handler.sources.base import OnTransient, Source, Unit, UnitReport
 
 
@@ -33,7 +38,7 @@ class SqsSource(Source):
         )
 
     def units(self, event: Any) -> list[Unit]:
-        """One unit per message; the body is parsed as the payload."""
+        """One unit per message; the body (or the SNS envelope's `Message`) is the payload."""
         units = []
         for record in _records(event):
             message_id = record.get("messageId")
@@ -44,7 +49,7 @@ class SqsSource(Source):
                 Unit(
                     id=message,
                     body=record.get("body"),
-                    parse=parse_body,
+                    parse=parse_message_body,
                     group=str(group) if group is not None else None,
                     ref=message,
                 )
@@ -73,3 +78,26 @@ def _is_fifo(record: dict[str, Any]) -> bool:
         return arn.endswith(".fifo")
     attributes = record.get("attributes")
     return isinstance(attributes, dict) and "SequenceNumber" in attributes
+
+
+def is_sns_envelope(value: Any) -> bool:
+    """An SNS notification as SNS delivers it to a queue: Type, Message and TopicArn."""
+    return (
+        isinstance(value, dict)
+        and value.get("Type") == "Notification"
+        and isinstance(value.get("Message"), str)
+        and isinstance(value.get("TopicArn"), str)
+    )
+
+
+def parse_message_body(body: Any) -> ParsedPayload:
+    """Read an SQS body: an SNS envelope's `Message` when it is one, else the body itself."""
+    if not isinstance(body, str):
+        return parse_body(body)
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return parse_body(body)  # the same invalid result, with its reason
+    if is_sns_envelope(decoded):
+        return parse_text(decoded["Message"])
+    return parse_payload(decoded)

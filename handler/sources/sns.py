@@ -1,0 +1,43 @@
+"""Amazon SNS: one unit per record, the payload in `Sns.Message`, the answer a summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handler.model import parse_body
+from handler.sources.base import OnTransient, Source, Unit, UnitReport
+
+
+def _records(event: Any) -> list[Any]:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return records if isinstance(records, list) else []
+
+
+class SnsSource(Source):
+    """An SNS notification; SNS retries whole invocations, so transient pairs are dead-lettered."""
+
+    kind = "sns"
+    on_transient = OnTransient.DEAD_LETTER
+
+    @classmethod
+    def matches(cls, event: Any) -> bool:
+        """Records whose `EventSource` (capital E and S, as SNS spells it) is `aws:sns`."""
+        records = _records(event)
+        return bool(records) and all(
+            isinstance(r, dict) and r.get("EventSource") == "aws:sns" for r in records
+        )
+
+    def units(self, event: Any) -> list[Unit]:
+        """One unit per record: `Sns.Message` is the payload's JSON text, `Sns.MessageId` its id."""
+        units = []
+        for record in _records(event):
+            sns = record.get("Sns")
+            sns = sns if isinstance(sns, dict) else {}
+            message_id = sns.get("MessageId")
+            ident = str(message_id) if message_id not in (None, "") else None
+            units.append(Unit(id=ident, body=sns.get("Message"), parse=parse_body, ref=ident))
+        return units
+
+    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
+        """Return `{"summary": …}` (SPEC §5); an unstored dead letter has raised before."""
+        return {"summary": summary}

@@ -1,0 +1,52 @@
+"""Every sample in events/ runs end to end through handler.app.handler against the sandbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handler import app
+from handler.local import FakeContext
+from handler.sandbox import Sandbox
+from tests.conftest import EVENTS, configure_for
+
+SAMPLES = sorted(EVENTS.glob("*.json"))
+
+
+class FunctionGraphContext:
+    """The camelCase context FunctionGraph passes (its events are run with it)."""
+
+    def getRequestID(self) -> str:
+        return "fg-request"
+
+    def getRemainingTimeInMilliSeconds(self) -> int:
+        return 30_000
+
+
+def _context(sample: Path) -> Any:
+    return FunctionGraphContext() if sample.name.startswith("fg-") else FakeContext(30_000)
+
+
+def _deletes(sb: Sandbox) -> int:
+    return sum(1 for r in sb.requests() if r["method"] == "DELETE")
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_every_sample_event_deletes_and_answers_in_its_platforms_shape(
+    sample: Path, sandbox: Sandbox, dead_letters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_for(monkeypatch, sandbox, dead_letters, MAX_ATTEMPTS="2")
+    event = json.loads(sample.read_text(encoding="utf-8"))
+    response = app.handler(event, _context(sample))
+    assert isinstance(response, dict)
+    if "batchItemFailures" in response:  # SQS, Kinesis: the failures go back to the queue
+        assert isinstance(response["batchItemFailures"], list)
+    else:
+        assert "summary" in response, f"{sample.name}: {sorted(response)}"
+        summary = response["summary"]
+        assert summary["pairs"] >= 1
+        assert summary["deleted"] + summary["absent"] >= 1
+    assert _deletes(sandbox) >= 1, f"{sample.name} sent no DELETE"
