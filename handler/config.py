@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -62,7 +63,13 @@ _LOG_LEVEL_RULE = (
 
 #: Kept exactly as given (never stripped, never echoed); a blank one is still "unset".
 _SECRET_FIELDS = frozenset(
-    {"huaweicloud_sdk_ak", "huaweicloud_sdk_sk", "huaweicloud_sdk_security_token", "ecs_auth_token"}
+    {
+        "huaweicloud_sdk_ak",
+        "huaweicloud_sdk_sk",
+        "huaweicloud_sdk_security_token",
+        "ecs_auth_token",
+        "webhook_secret",
+    }
 )
 _COMMA_FIELDS = frozenset({"allowed_project_ids", "protected_keys"})
 
@@ -161,6 +168,12 @@ class Config(BaseModel):
     max_attempts: int = Field(default=6, ge=1, le=20)
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     dry_run: bool = False
+    #: Standard Webhooks secret (`whsec_` and base64): webhook requests must be signed with it.
+    webhook_secret: SecretStr | None = None
+    #: `signature`: a webhook without a valid signature gets 401; `none`: a gateway checks.
+    webhook_auth: Literal["signature", "none"] = "signature"
+    #: A webhook naming more pairs than this is answered 413, nothing processed.
+    max_pairs_per_request: int = Field(default=1000, ge=1, le=100_000)
     powertools_service_name: str = "ecs-metadata-janitor"
     powertools_log_level: LogLevel = "INFO"
 
@@ -221,6 +234,27 @@ class Config(BaseModel):
             text = value.get_secret_value()
             if any(ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0xFF for c in text):
                 raise ValueError("must be one line of printable characters (no newline)")
+        return value
+
+    @field_validator("webhook_auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Standard Webhooks secrets are `whsec_` and base64; say what is wrong, never the value.
+        if value is None:
+            return value
+        text = value.get_secret_value()
+        body = text.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(body, validate=True)
+        except ValueError:
+            key = b""
+        if not key:
+            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
         return value
 
     @field_validator("ecs_endpoint")
@@ -285,6 +319,9 @@ class Config(BaseModel):
             self.ecs_auth_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.webhook_secret is not None:
+            secret = self.webhook_secret.get_secret_value()
+            found += [secret, secret.removeprefix("whsec_")]
         return found + _url_secrets(self.dead_letter_url)
 
 

@@ -38,7 +38,7 @@ from handler.ecs.transport import AdaptiveTransport, proxy_error, proxy_secrets
 from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summarise
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
-from handler.sources.base import RejectedEvent
+from handler.sources.base import RejectedEvent, SourceSettings
 
 __all__ = [
     "CredentialsUnavailableError",
@@ -222,6 +222,12 @@ class Runtime:
             protected_keys=config.protected_keys,
             dry_run=config.dry_run,
         )
+        secret = config.webhook_secret
+        self.source_settings = SourceSettings(
+            webhook_secret=secret.get_secret_value() if secret else None,
+            webhook_auth=config.webhook_auth,
+            max_pairs_per_request=config.max_pairs_per_request,
+        )
         self._cold_lock = threading.Lock()
         self.cold_start = True
         self._thread = _LoopThread()
@@ -282,7 +288,7 @@ class Runtime:
             _INVOCATION_CREDENTIALS.set(creds)
         with redaction.use(redactor):
             try:
-                source = detect(event)
+                source = detect(event, self.source_settings)
             except UnknownEventError as exc:
                 _log.error("unrecognised event", error=str(exc))
                 raise UnknownEventError(redactor.text(str(exc))) from None

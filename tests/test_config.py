@@ -663,3 +663,33 @@ def test_a_sink_urls_password_and_query_are_secrets(base: pytest.MonkeyPatch) ->
     assert "p4ssw0rd-x" in secrets
     assert "t0k3n-abc" in secrets
     assert "token=t0k3n-abc&x=1" in secrets
+
+
+def test_webhook_settings_default_and_validate(base: pytest.MonkeyPatch) -> None:
+    config = load_config()
+    assert (config.webhook_secret, config.webhook_auth, config.max_pairs_per_request) == (
+        None,
+        "signature",
+        1000,
+    )
+    base.setenv("WEBHOOK_AUTH", " None ")
+    base.setenv("MAX_PAIRS_PER_REQUEST", "50")
+    base.setenv("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    config = load_config()
+    assert (config.webhook_auth, config.max_pairs_per_request) == ("none", 50)
+    assert "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" in config.secrets()
+    assert "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" in config.secrets()
+
+
+@pytest.mark.parametrize("bad", ["whsec_", "whsec_not base64!", "plain-text-secret-!!"])
+def test_a_webhook_secret_that_is_not_one_fails_without_quoting_it(
+    base: pytest.MonkeyPatch, bad: str
+) -> None:
+    base.setenv("WEBHOOK_SECRET", bad)
+    message = _error("WEBHOOK_SECRET", "whsec_ followed by base64")
+    assert bad not in message.replace("whsec_ followed", "")
+
+
+def test_webhook_auth_is_signature_or_none(base: pytest.MonkeyPatch) -> None:
+    base.setenv("WEBHOOK_AUTH", "basic")
+    _error("WEBHOOK_AUTH")

@@ -10,6 +10,7 @@ from handler.sources.base import (
     OnTransient,
     RejectedEvent,
     Source,
+    SourceSettings,
     Unit,
     UnitReport,
     UnknownEventError,
@@ -50,6 +51,7 @@ __all__ = [
     "OnTransient",
     "RejectedEvent",
     "Source",
+    "SourceSettings",
     "Unit",
     "UnitReport",
     "UnknownEventError",
@@ -66,11 +68,11 @@ def _shape(event: Any) -> str:
     return f"a {type(event).__name__}"
 
 
-def detect(event: Any) -> Source:
+def detect(event: Any, settings: SourceSettings | None = None) -> Source:
     """Return the source for an event, or raise UnknownEventError saying what was seen."""
     for source in SOURCES:
         if source.matches(event):
-            return source(event)
+            return source(event, settings)
     kinds = ", ".join(source.kind for source in SOURCES if source is not DirectSource)
     raise UnknownEventError(
         f"unrecognised event: got {_shape(event)}; expected an event of one of: {kinds}, or a "

@@ -115,6 +115,20 @@ class UnitReport:
     dead_letter_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """What sources are configured with (webhooks: authentication, size limit, replays)."""
+
+    #: Standard Webhooks secret (`whsec_…`), or None.
+    webhook_secret: str | None = None
+    #: `signature` (a webhook must carry a valid signature) or `none` (a gateway checks).
+    webhook_auth: str = "signature"
+    #: A webhook naming more pairs is answered 413, nothing processed.
+    max_pairs_per_request: int = 1000
+    #: What the warm container remembers of webhook ids it answered (a replay cache), if any.
+    replays: Any = None
+
+
 class Source(abc.ABC):
     """One kind of event: how to recognise it, split it into units, and answer it."""
 
@@ -125,8 +139,9 @@ class Source(abc.ABC):
     #: True when a unit going back must stop the later units of its group (SQS FIFO).
     ordered: bool = False
 
-    def __init__(self, event: Any = None) -> None:  # noqa: B027 - optional hook
-        """Look at the whole event once (FIFO detection); most sources need nothing."""
+    def __init__(self, event: Any = None, settings: SourceSettings | None = None) -> None:
+        """Keep the settings; a source may look at the whole event once (FIFO detection)."""
+        self.settings = settings or SourceSettings()
 
     @property
     def redelivers(self) -> bool:

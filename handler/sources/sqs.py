@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from handler.model import ParsedPayload, parse_body, parse_payload, parse_text
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
+from handler.sources.base import OnTransient, Source, SourceSettings, Unit, UnitReport
 
 
 def _records(event: Any) -> list[Any]:
@@ -24,8 +24,9 @@ class SqsSource(Source):
     kind = "sqs"
     on_transient = OnTransient.REDELIVER
 
-    def __init__(self, event: Any = None) -> None:
+    def __init__(self, event: Any = None, settings: SourceSettings | None = None) -> None:
         """Note whether the batch comes from a FIFO queue."""
+        super().__init__(event, settings)
         records = _records(event)
         self.ordered = any(_is_fifo(r) for r in records if isinstance(r, dict))
 

@@ -68,7 +68,9 @@ def webhook_runtime(
             return httpx.Response(503)
         return httpx.Response(204)
 
-    monkeypatch.setattr("handler.runtime.detect", lambda event: _Webhook(event))
+    monkeypatch.setattr(
+        "handler.runtime.detect", lambda event, settings=None: _Webhook(event, settings)
+    )
     config = Config(
         ecs_endpoint="http://ecs.test",
         huaweicloud_sdk_project_id=PROJECT,
