@@ -176,6 +176,14 @@ class Config(BaseModel):
     max_pairs_per_request: int = Field(default=1000, ge=1, le=100_000)
     powertools_service_name: str = "ecs-metadata-janitor"
     powertools_log_level: LogLevel = "INFO"
+    #: Log each incoming event (redacted) at INFO, as Powertools' Logger does.
+    powertools_logger_log_event: bool = False
+    #: `emf`: per-invocation metrics in CloudWatch Embedded Metric Format; `off`: none.
+    metrics: Literal["off", "emf"] = "off"
+    #: The EMF namespace (as Powertools Metrics); the service name when unset.
+    powertools_metrics_namespace: str | None = None
+    #: The share of invocations (0 to 1) logged at DEBUG whatever the level, as in Powertools.
+    powertools_logger_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -236,7 +244,7 @@ class Config(BaseModel):
                 raise ValueError("must be one line of printable characters (no newline)")
         return value
 
-    @field_validator("webhook_auth", mode="before")
+    @field_validator("webhook_auth", "metrics", mode="before")
     @classmethod
     def _auth_mode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import functools
 import json
@@ -30,6 +31,7 @@ POWERTOOLS_ORDER = (
     "function_arn",
     "function_request_id",
     "correlation_id",
+    "xray_trace_id",
 )
 _CONTAINERS = frozenset({dict, list, tuple})
 _SKIP_FRAMES = ("structlog", "logging", "handler/logs.py", "handler\\logs.py")
@@ -56,6 +58,26 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
             event_dict[key] = REDACTED
         elif type(value) in _CONTAINERS:
             event_dict[key] = redaction.current().value(value, key)
+    return event_dict
+
+
+#: The level of the invocation running here when sampling is on (None: the configured one).
+_INVOCATION_LEVEL: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "invocation_log_level", default=None
+)
+_METHOD_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40}
+
+
+def set_invocation_level(level: int | None) -> None:
+    """Log this invocation (this task's context) at `level`; used for Powertools' sampling."""
+    _INVOCATION_LEVEL.set(level)
+
+
+def _sampled_level(_: Any, method: str, event_dict: EventDict) -> EventDict:
+    """Processor (only with sampling on): drop what is below this invocation's level."""
+    level = _INVOCATION_LEVEL.get()
+    if level is not None and _METHOD_LEVELS.get(method, 50) < level:
+        raise structlog.DropEvent
     return event_dict
 
 
@@ -144,6 +166,11 @@ class StdoutLogger:
     log = debug = info = warning = warn = error = critical = exception = msg
 
 
+def write_line(line: str) -> None:
+    """Write one line as it is (an EMF document) where the log lines go, whole."""
+    StdoutLogger().msg(line)
+
+
 def _logger_factory(*_: Any) -> StdoutLogger:
     return StdoutLogger()
 
@@ -153,10 +180,10 @@ def level_number(level: str | None) -> int:
     return _LEVELS[log_level_name(level)]
 
 
-_configured: tuple[str, int] | None = None
+_configured: tuple[str, int, bool] | None = None
 
 
-def configure(service: str, level: str | None = "INFO") -> None:
+def configure(service: str, level: str | None = "INFO", *, sampling: bool = False) -> None:
     """Configure structlog: Powertools JSON on stdout at the given level (a no-op when unchanged).
 
     Every runtime calls it, however it was built: the JSON shape and the redaction of the
@@ -167,12 +194,15 @@ def configure(service: str, level: str | None = "INFO") -> None:
     # module: a sink URL's credentials, and lines that are not the function's JSON.
     for library in ("httpx", "httpcore", "hpack"):
         logging.getLogger(library).setLevel(logging.WARNING)
-    wanted = (service, level_number(level))
+    wanted = (service, level_number(level), sampling)
     if _configured == wanted and structlog.is_configured():
         return
     _configured = wanted
+    # With sampling, everything reaches the processors and each invocation's level decides.
+    filter_level = logging.DEBUG if sampling else wanted[1]
     structlog.configure(
         processors=[
+            *([_sampled_level] if sampling else []),
             structlog.contextvars.merge_contextvars,
             add_level,
             add_location,
@@ -182,7 +212,7 @@ def configure(service: str, level: str | None = "INFO") -> None:
             powertools_order,
             render_json,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(wanted[1]),
+        wrapper_class=structlog.make_filtering_bound_logger(filter_level),
         logger_factory=_logger_factory,
         context_class=dict,
         cache_logger_on_first_use=False,

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import os
+import random
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import structlog
 
-from handler import logs, redaction
+from handler import logs, metrics, redaction
 from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, make_sink
@@ -74,6 +75,16 @@ class RuntimeClosedError(RuntimeError):
 
 class DeadLetterWriteError(RuntimeError):
     """Some dead letters could not be written: raised so that the platform retries the event."""
+
+
+def xray_trace_id() -> str | None:
+    """The X-Ray trace id of the invocation running now (Lambda sets `_X_AMZN_TRACE_ID`)."""
+    header = os.environ.get("_X_AMZN_TRACE_ID", "")
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "Root" and value:
+            return value
+    return None
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -198,7 +209,11 @@ class Runtime:
         sink: DeadLetterSink | None = None,
     ) -> None:
         self.config = config
-        logs.configure(config.powertools_service_name, config.powertools_log_level)
+        logs.configure(
+            config.powertools_service_name,
+            config.powertools_log_level,
+            sampling=config.powertools_logger_sample_rate > 0,
+        )
         self.redactor = redaction.set_process_secrets([*config.secrets(), *proxy_secrets()])
         _check_urls(config, proxies=transport is None)
         self._transport = transport or AdaptiveTransport(max_connections=config.max_concurrency)
@@ -275,8 +290,15 @@ class Runtime:
         structlog.contextvars.bind_contextvars(
             service=self.config.powertools_service_name,
             cold_start=cold_start,
+            xray_trace_id=xray_trace_id(),
             **invocation.log_fields(),
         )
+        config = self.config
+        if config.powertools_logger_sample_rate > 0:
+            sampled = random.random() < config.powertools_logger_sample_rate  # noqa: S311
+            logs.set_invocation_level(
+                10 if sampled else logs.level_number(config.powertools_log_level)
+            )
         redactor = self.redactor
         if self._uses_context_credentials:
             creds = functiongraph_credentials(context)
@@ -287,6 +309,9 @@ class Runtime:
                 raise CredentialsUnavailableError(NO_CREDENTIALS)
             _INVOCATION_CREDENTIALS.set(creds)
         with redaction.use(redactor):
+            if config.powertools_logger_log_event:
+                # As Powertools' Logger: the event itself is the message.
+                _log.info(redactor.value(event))
             try:
                 source = detect(event, self.source_settings)
             except UnknownEventError as exc:
@@ -320,9 +345,12 @@ class Runtime:
                 workers=2 * self.config.max_concurrency,
                 meter=self._meter,
             )
+            measured = metrics.start() if config.metrics == "emf" else None
             reports = await settle(job, deps)
             summary = summarise(reports)
             _log.info("invocation summary", source=source.kind, summary=summary)
+            if measured is not None:
+                self._emit_metrics(invocation, summary, reports, measured)
             failures = [r.dead_letter_error for r in reports if r.dead_letter_error]
             if failures and not source.redelivers:
                 raise DeadLetterWriteError(
@@ -330,6 +358,23 @@ class Runtime:
                     "failing so the platform retries"
                 )
             return Invoked(source.respond(reports, summary), reports, summary)
+
+    def _emit_metrics(
+        self,
+        invocation: Invocation,
+        summary: dict[str, Any],
+        reports: list[UnitReport],
+        measured: metrics.InvocationMetrics,
+    ) -> None:
+        """EMF on Lambda (CloudWatch reads it from the log); one log line on FunctionGraph."""
+        results = [result for report in reports for result in report.results]
+        named = metrics.values(summary, results, measured)
+        if invocation.platform == "functiongraph":
+            _log.info("invocation metrics", metrics=named)
+            return
+        service = self.config.powertools_service_name
+        namespace = self.config.powertools_metrics_namespace or service
+        logs.write_line(metrics.emf_document(namespace, service, named))
 
     @classmethod
     def from_environment(cls) -> Runtime:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import structlog
 
+from handler import metrics
 from handler.ecs.api import ComputeApi
 from handler.ecs.nova import NovaApi, ServerInfo, metadata_path
 from handler.ecs.reply import Reply
@@ -148,6 +150,7 @@ class EcsClient:
         async with self._slots:
             # REQUEST_TIMEOUT_S bounds the whole attempt: the transport's timeouts bound each
             # read, and a reply trickling one byte at a time would otherwise never end.
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(limit):
                     return await self._http.send(request)
@@ -155,6 +158,8 @@ class EcsClient:
                 raise httpx.ReadTimeout(
                     f"no whole answer within {limit:.3g} s", request=request
                 ) from None
+            finally:
+                metrics.request_took(time.perf_counter() - started)
 
     async def _attempt(self, pair: Pair, state: RetryState) -> Reply:
         deadline = state.deadline
