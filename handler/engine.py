@@ -23,7 +23,16 @@ from handler.model import ParsedPayload, truncate_raw
 from handler.outcomes import Outcome, Pair, Result
 from handler.plan import Plan, Policy, make_plan
 from handler.redaction import Redactor
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
+from handler.sources.base import (
+    OnTransient,
+    Source,
+    Unit,
+    UnitReport,
+    answer_status,
+    must_redeliver,
+)
+
+__all__ = ["Deps", "Job", "answer_status", "must_redeliver", "settle", "summarise"]
 
 _log = structlog.get_logger("handler.engine")
 
@@ -114,20 +123,6 @@ class Deadlines:
         # The sink must be done in time for the pairs' log lines that follow it.
         sink = limit - ANSWER_S - pairs * LOG_LINE_S
         return cls(max(work, now), max(sink, now))
-
-
-def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
-    """The one decision of what a transient outcome does: go back to the platform or not."""
-    return on_transient is not OnTransient.DEAD_LETTER and any(r.outcome.transient for r in results)
-
-
-def answer_status(reports: list[UnitReport]) -> int:
-    """The HTTP status a webhook answers: 200 settled, 207 some dead-lettered or to send again,
-    503 when a dead letter could not be stored (the caller must send it all again)."""
-    if any(report.dead_letter_error for report in reports):
-        return 503
-    unsettled = any(not r.outcome.settled for report in reports for r in report.results)
-    return 207 if unsettled else 200
 
 
 async def settle(job: Job, deps: Deps) -> list[UnitReport]:

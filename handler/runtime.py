@@ -40,6 +40,7 @@ from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summaris
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
 from handler.sources.base import RejectedEvent, SourceSettings
+from handler.sources.webhook import ReplayCache
 
 __all__ = [
     "CredentialsUnavailableError",
@@ -242,7 +243,15 @@ class Runtime:
             webhook_secret=secret.get_secret_value() if secret else None,
             webhook_auth=config.webhook_auth,
             max_pairs_per_request=config.max_pairs_per_request,
+            replays=ReplayCache(),
         )
+        if config.webhook_auth == "signature" and secret is None:
+            _log.info(
+                "webhooks refused",
+                reason="WEBHOOK_AUTH=signature and no WEBHOOK_SECRET: every webhook request is "
+                "answered 401; set WEBHOOK_SECRET, or WEBHOOK_AUTH=none when a gateway in front "
+                "authenticates (queues and schedules are not affected)",
+            )
         self._cold_lock = threading.Lock()
         self.cold_start = True
         self._thread = _LoopThread()

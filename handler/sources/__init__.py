@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from handler.sources.alb import AlbSource
+from handler.sources.apigw import ApiGatewayV1Source, ApiGatewayV2Source
 from handler.sources.base import (
     HttpAnswer,
     HttpRequest,
@@ -15,8 +17,10 @@ from handler.sources.base import (
     UnitReport,
     UnknownEventError,
 )
+from handler.sources.cloudevents import CloudEventsSource
 from handler.sources.direct import DirectSource
 from handler.sources.eventbridge import EventBridgeSource
+from handler.sources.fg_apig import FgApigSource
 from handler.sources.fg_dms import FG_MESSAGE_SOURCES
 from handler.sources.fg_smn import FgSmnSource
 from handler.sources.fg_timer import FgTimerSource
@@ -28,6 +32,12 @@ from handler.sources.sqs import SqsSource
 
 #: Checked in this order; the first whose `matches` is true handles the event.
 SOURCES: tuple[type[Source], ...] = (
+    # HTTP doors first: API Gateway HTTP API / Function URL, REST API, ALB; FunctionGraph APIG
+    # last of them (it is told by what the AWS shapes have and it lacks).
+    ApiGatewayV2Source,
+    ApiGatewayV1Source,
+    AlbSource,
+    FgApigSource,
     # AWS: record batches, told apart by their eventSource (SNS spells it EventSource).
     SqsSource,
     SnsSource,
@@ -40,6 +50,8 @@ SOURCES: tuple[type[Source], ...] = (
     FgTimerSource,
     FgSmnSource,
     *FG_MESSAGE_SOURCES,
+    # CloudEvents invoked directly (one structured event, or a batch: a list, so before Direct).
+    CloudEventsSource,
     # Last: anything else that is itself a work-item payload (console, SDK, Scheduler input).
     DirectSource,
 )

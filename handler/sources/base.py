@@ -164,3 +164,17 @@ class Source(abc.ABC):
     def reject(self, error: RejectedEvent) -> Any:
         """Answer an event refused whole (a webhook answers its status); by default, raise."""
         raise error
+
+
+def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
+    """The one decision of what a transient outcome does: go back to the platform or not."""
+    return on_transient is not OnTransient.DEAD_LETTER and any(r.outcome.transient for r in results)
+
+
+def answer_status(reports: list[UnitReport]) -> int:
+    """The HTTP status a webhook answers: 200 settled, 207 some dead-lettered or to send again,
+    503 when a dead letter could not be stored (the caller must send it all again)."""
+    if any(report.dead_letter_error for report in reports):
+        return 503
+    unsettled = any(not r.outcome.settled for report in reports for r in report.results)
+    return 207 if unsettled else 200
