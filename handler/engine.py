@@ -29,6 +29,7 @@ from handler.sources.base import (
     Unit,
     UnitReport,
     answer_status,
+    handed_back,
     must_redeliver,
 )
 
@@ -212,13 +213,12 @@ async def _write_dead_letters(
     clock: Callable[[], float],
 ) -> None:
     """Write every dead letter of the invocation in one call; map a failure back to its units."""
+    on_transient = job.source.on_transient
     letters: list[tuple[UnitReport, Result]] = [
         (report, result)
         for report in reports
-        # A unit going back whole has its dead letters written on its final try.
-        if not report.redeliver
         for result in report.results
-        if not result.outcome.settled
+        if not result.outcome.settled and not handed_back(report, result, on_transient)
     ]
     if not letters:
         return
@@ -272,7 +272,7 @@ def _log_reports(
     total = sum(len(r.unit.payload.items) if r.skipped else len(r.results) for r in reports)
     written = 0
     for report in reports:
-        for line in _lines_of(report, policy):
+        for line in _lines_of(report, policy, job.source.on_transient):
             if answer_by is not None and written % 50 == 0 and clock() >= answer_by:
                 _log.warning(
                     "pair lines left out",
@@ -287,7 +287,7 @@ def _log_reports(
 _Line = tuple[Pair | None, Result | None, str, str, str | None]
 
 
-def _lines_of(report: UnitReport, policy: Policy) -> Iterator[_Line]:
+def _lines_of(report: UnitReport, policy: Policy, on_transient: OnTransient) -> Iterator[_Line]:
     """The log line of each pair of a unit: its outcome, or why it was skipped."""
     if report.skipped:
         why = "an earlier message of its group went back to the queue"
@@ -298,7 +298,7 @@ def _lines_of(report: UnitReport, policy: Policy) -> Iterator[_Line]:
     for result in report.results:
         if result.outcome.settled:
             message, level = "pair settled", "info"
-        elif report.redeliver:
+        elif handed_back(report, result, on_transient):
             message, level = "pair returned to the queue", "warning"
         else:
             message, level = "pair dead-lettered", "info"
@@ -330,7 +330,9 @@ def _log_pair(
     )
 
 
-def summarise(reports: list[UnitReport]) -> dict[str, Any]:
+def summarise(
+    reports: list[UnitReport], on_transient: OnTransient = OnTransient.REDELIVER
+) -> dict[str, Any]:
     """Count the outcomes of an invocation: per outcome, dead-lettered, returned, skipped."""
     counts: Counter[str] = Counter()
     dead_lettered = returned = 0
@@ -338,7 +340,7 @@ def summarise(reports: list[UnitReport]) -> dict[str, Any]:
         for result in report.results:
             counts[result.outcome.value] += 1
             if not result.outcome.settled:
-                if report.redeliver:
+                if handed_back(report, result, on_transient):
                     returned += 1
                 elif report.dead_letter_error is None:
                     dead_lettered += 1

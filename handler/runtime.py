@@ -332,10 +332,15 @@ class Runtime:
                 _log.error("unrecognised event", source=source.kind, error=str(exc))
                 raise UnknownEventError(redactor.text(str(exc))) from None
             except RejectedEvent as exc:
+                # Whatever a source put in it, the answer's text is redacted and bounded.
+                refused = RejectedEvent(exc.status, redactor.cut(exc.message, 512))
                 _log.warning(
-                    "event rejected", source=source.kind, status=exc.status, error=exc.message
+                    "event rejected",
+                    source=source.kind,
+                    status=refused.status,
+                    error=refused.message,
                 )
-                return Invoked(source.reject(exc), [], {})
+                return Invoked(source.reject(refused), [], {})
             remaining = invocation.remaining_s()
             now = asyncio.get_running_loop().time()
             job = Job(
@@ -356,7 +361,7 @@ class Runtime:
             )
             measured = metrics.start() if config.metrics == "emf" else None
             reports = await settle(job, deps)
-            summary = summarise(reports)
+            summary = summarise(reports, source.on_transient)
             _log.info("invocation summary", source=source.kind, summary=summary)
             if measured is not None:
                 self._emit_metrics(invocation, summary, reports, measured)

@@ -206,7 +206,11 @@ def test_a_transient_pair_is_redelivered_or_dead_lettered_per_source(
     assert reports["mixed"].redeliver is goes_back
     assert not reports["clean"].redeliver
     reasons = sorted((r["source"]["id"], r["reason"]) for r in sink.records)
-    if goes_back:
+    if on_transient is OnTransient.ANSWER:
+        # The caller is told of the transient pair; the permanent failure beside it would never
+        # come back, so it is dead-lettered now.
+        assert reasons == [("clean", "invalid"), ("mixed", "invalid")]
+    elif goes_back:
         # The whole unit goes back: its dead letters wait for the delivery that settles it.
         assert reasons == [("clean", "invalid")]
     else:

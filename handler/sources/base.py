@@ -178,3 +178,17 @@ def answer_status(reports: list[UnitReport]) -> int:
         return 503
     unsettled = any(not r.outcome.settled for report in reports for r in report.results)
     return 207 if unsettled else 200
+
+
+def handed_back(report: UnitReport, result: Result, on_transient: OnTransient) -> bool:
+    """True when an unsettled pair goes back to the platform or the caller, not to the sink.
+
+    A redelivered unit goes back whole (its other dead letters are written on its final try).
+    A webhook's caller is told of its transient pairs and sends again what it wants; its
+    permanent failures would never come back, so they are dead-lettered now.
+    """
+    if not report.redeliver:
+        return False
+    if on_transient is OnTransient.ANSWER and report.dead_letter_error is None:
+        return result.outcome.transient
+    return True

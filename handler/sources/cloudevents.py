@@ -191,7 +191,7 @@ def http_units(request: HttpRequest) -> list[Unit] | None:
         checked = [_check(e, f"event {i} of the batch") for i, e in enumerate(events)]
         return [_event_unit(event, parse_event_data) for event in checked]
     if media.startswith(_CLOUDEVENTS_MEDIA):
-        raise RejectedEvent(400, f"unsupported CloudEvents format {media!r}: send JSON")
+        raise RejectedEvent(400, _cut(f"unsupported CloudEvents format {media!r}: send JSON"))
     headers = {str(k).lower(): v for k, v in request.headers.items()}
     if any(name in headers for name in _BINARY_HEADERS):
         return [_binary_unit(headers, request.body)]

@@ -13,14 +13,23 @@ MAX_RESULTS = 1000
 
 
 def summary_response(reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-    """Return `{"summary": …, "results": […]}` with at most MAX_RESULTS results."""
+    """Return `{"summary": …, "results": […]}`: every unsettled pair, and settled ones up to
+    MAX_RESULTS in all (the caller must see each pair it may have to send again)."""
     results: list[Result] = [r for report in reports for r in report.results]
+    room = max(MAX_RESULTS - sum(1 for r in results if not r.outcome.settled), 0)
+    shown: list[Result] = []
+    for result in results:
+        if not result.outcome.settled:
+            shown.append(result)
+        elif room:
+            shown.append(result)
+            room -= 1
     body: dict[str, Any] = {
         "summary": summary,
-        "results": [redaction.current().value(r.as_dict()) for r in results[:MAX_RESULTS]],
+        "results": [redaction.current().value(r.as_dict()) for r in shown],
     }
-    if len(results) > MAX_RESULTS:
-        body["results_truncated"] = len(results) - MAX_RESULTS
+    if len(shown) < len(results):
+        body["results_truncated"] = len(results) - len(shown)
     return body
 
 
