@@ -8,6 +8,7 @@ one process cannot step on each other.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import structlog
 
 from handler import redaction
+from handler.cleanup import CleanupStats, ServerLister, expand
 from handler.deadletter import DeadLetterError, DeadLetterSink, make_record
 from handler.execute import Deleter, Executor
 from handler.model import ParsedPayload, truncate_raw
@@ -24,6 +26,7 @@ from handler.outcomes import Outcome, Pair, Result
 from handler.plan import Plan, Policy, make_plan
 from handler.redaction import Redactor
 from handler.sources.base import (
+    CLEANUP_ONLY_SCHEDULED,
     OnTransient,
     Source,
     Unit,
@@ -44,6 +47,11 @@ ANSWER_S = 0.1
 LOG_LINE_S = 60e-6
 #: A sink that does not say what one record costs is assumed to take this long.
 DEFAULT_PER_LETTER_S = 100e-6
+#: The share of the time left that listing the servers of cleanup selectors may use (the rest
+#: is for their deletes).
+LIST_SHARE = 0.5
+#: Why a unit of a queue or a webhook carrying a cleanup selector is invalid.
+CLEANUP_REFUSED = CLEANUP_ONLY_SCHEDULED
 
 
 class FinishMeter:
@@ -87,6 +95,8 @@ class Deps:
     sink: DeadLetterSink
     policy: Policy
     redactor: Redactor
+    #: What lists a project's servers for cleanup selectors (None: a selector is invalid).
+    lister: ServerLister | None = None
     #: Workers of the invocation's pool (the deleter's own limit caps the requests in flight).
     workers: int = 32
     #: The loop's clock by default; the deadlines below are in its time.
@@ -132,6 +142,7 @@ async def settle(job: Job, deps: Deps) -> list[UnitReport]:
         clock = deps.clock or asyncio.get_running_loop().time
         parse_by = Deadlines.of(job.limit, clock(), 0, 0.0).work
         payloads = [_payload(unit, clock, parse_by) for unit in job.units]
+        cleanups = await _expand_cleanups(job, deps, payloads, clock, parse_by)
         plans = [make_plan(payload.items, deps.policy) for payload in payloads]
         pairs = sum(len(p.to_delete) + len(p.decided) for p in plans)
         pairs += sum(len(p.invalid) for p in payloads)
@@ -143,6 +154,8 @@ async def settle(job: Job, deps: Deps) -> list[UnitReport]:
                 reports = await _ordered(job, executor, payloads, plans)
             else:
                 reports = await _unordered(job, executor, payloads, plans)
+            for report, stats in zip(reports, cleanups, strict=True):
+                report.cleanup = stats
             closing = time.perf_counter()
             await _write_dead_letters(job, deps.sink, reports, deadlines.sink, clock)
         finally:
@@ -160,6 +173,40 @@ def _payload(unit: Unit, clock: Callable[[], float], parse_by: float | None) -> 
         result = Result(Outcome.DEADLINE, raw=truncate_raw(unit.raw_text()), detail=why)
         return ParsedPayload(invalid=[result])
     return unit.payload
+
+
+async def _expand_cleanups(
+    job: Job,
+    deps: Deps,
+    payloads: list[ParsedPayload],
+    clock: Callable[[], float],
+    work_by: float | None,
+) -> list[CleanupStats | None]:
+    """Replace each payload carrying a cleanup selector by the pairs it expands to (in place);
+    return each unit's cleanup figures (None for a unit without a selector)."""
+    stats: list[CleanupStats | None] = [None] * len(payloads)
+    for index, payload in enumerate(payloads):
+        selector = payload.cleanup
+        if selector is None:
+            continue
+        raw = truncate_raw(job.units[index].raw_text())
+        if not job.source.accepts_cleanup or deps.lister is None:
+            why = CLEANUP_REFUSED if not job.source.accepts_cleanup else "no server lister"
+            payloads[index] = ParsedPayload(
+                invalid=[*payload.invalid, Result(Outcome.INVALID, raw=raw, detail=why)]
+            )
+            continue
+        list_by = None
+        if work_by is not None:
+            now = clock()
+            list_by = now + max(work_by - now, 0.0) * LIST_SHARE
+        plan = await expand(selector, deps.lister, deps.policy, list_by)
+        decided = [dataclasses.replace(r, raw=r.raw or raw) for r in plan.results]
+        payloads[index] = ParsedPayload(
+            items=[*payload.items, *plan.items], invalid=[*payload.invalid, *decided]
+        )
+        stats[index] = plan.stats
+    return stats
 
 
 async def _unordered(
@@ -351,4 +398,11 @@ def summarise(
     summary["units"] = len(reports)
     summary["units_skipped"] = sum(1 for r in reports if r.skipped)
     summary["dead_letter_failures"] = sum(1 for r in reports if r.dead_letter_error)
+    cleanup: CleanupStats | None = None
+    for report in reports:
+        if report.cleanup is not None:
+            cleanup = cleanup or CleanupStats()
+            cleanup.add(report.cleanup)
+    if cleanup is not None:
+        summary["cleanup"] = cleanup.as_dict()
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,6 +68,25 @@ class BatchModel(BaseModel):
     dry_run: bool = False
 
 
+Pattern = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class CleanupSelector(BaseModel):
+    """A selector: delete the keys matching globs on a project's servers (issue 9)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_patterns: list[Pattern] = Field(min_length=1, max_length=50)
+    servers: Literal["all"] | Annotated[list[UUID], Field(min_length=1)] = "all"
+    name_prefix: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    vm_states: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = (
+        None
+    )
+    max_deletions: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
+    dry_run: Annotated[bool, Field(strict=True)] = False
+    project_id: ProjectId | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     """One requested deletion, before the project default and the policies are applied."""
@@ -86,6 +105,8 @@ class ParsedPayload:
     invalid: list[Result] = field(default_factory=list)
     #: Invalid parts past MAX_INVALID_PARTS: counted, not kept one by one.
     more_invalid: int = 0
+    #: A cleanup selector (`{"cleanup": {...}}`, alone at the top level), expanded by the engine.
+    cleanup: CleanupSelector | None = None
 
 
 def truncate_raw(text: str) -> str:
@@ -156,6 +177,9 @@ def _walk(value: object, dry_run: bool, depth: int, out: ParsedPayload) -> None:
         kind = type(value).__name__ if value is not None else "null"
         _add_invalid(out, value, f"expected an object or an array, got {kind}")
         return
+    if "cleanup" in value:
+        _add_invalid(out, value, "a cleanup selector is accepted only alone at the top level")
+        return
     if "items" in value:
         try:
             batch = BatchModel.model_validate(value)
@@ -178,6 +202,8 @@ def _walk(value: object, dry_run: bool, depth: int, out: ParsedPayload) -> None:
 
 def parse_payload(payload: object) -> ParsedPayload:
     """Read a decoded payload (object or array) into work items; never raises."""
+    if isinstance(payload, dict) and "cleanup" in payload:
+        return _parse_cleanup(payload)
     out = ParsedPayload()
     try:
         _walk(payload, False, 0, out)
@@ -190,6 +216,20 @@ def parse_payload(payload: object) -> ParsedPayload:
         out.invalid = [_invalid(payload, detail)]
         out.more_invalid = 0
     return out
+
+
+def _parse_cleanup(payload: dict[Any, Any]) -> ParsedPayload:
+    """Read `{"cleanup": {...}}`: the selector, or one invalid result saying what is wrong."""
+    others = sorted(str(key) for key in payload if key != "cleanup")
+    if others:
+        detail = f"a cleanup selector must be alone in the payload; also found {others[:12]}"
+        return ParsedPayload(invalid=[_invalid(payload, detail)])
+    try:
+        selector = CleanupSelector.model_validate(payload["cleanup"])
+    except ValidationError as exc:
+        detail = f"invalid cleanup selector: {_summarise(exc)}"
+        return ParsedPayload(invalid=[_invalid(payload, detail)])
+    return ParsedPayload(cleanup=selector)
 
 
 def parse_body(body: object) -> ParsedPayload:

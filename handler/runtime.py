@@ -351,6 +351,7 @@ class Runtime:
             )
             deps = Deps(
                 deleter=self.client,
+                lister=self.client,
                 sink=self.sink,
                 policy=self.policy,
                 redactor=redactor,

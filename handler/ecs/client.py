@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -190,9 +190,15 @@ class EcsClient:
         return {str(k): str(v) for k, v in metadata.items()}
 
     async def list_servers(
-        self, project_id: str, *, page_size: int = 1000, deadline: float | None = None
+        self,
+        project_id: str,
+        *,
+        page_size: int = 1000,
+        deadline: float | None = None,
+        on_page: Callable[[int], None] | None = None,
     ) -> AsyncIterator[ServerInfo]:
-        """Yield every server of a project, page after page, as `servers_links` leads."""
+        """Yield every server of a project, page after page, as `servers_links` leads
+        (`on_page` is told each page's server count as it is read)."""
         marker: str | None = None
         seen: set[str] = set()
         while True:
@@ -202,6 +208,8 @@ class EcsClient:
                 page = self.api.read_servers_page(body)
             except ValueError as exc:
                 raise ComputeApiError(str(exc)) from None
+            if on_page is not None:
+                on_page(len(page.servers))
             for server in page.servers:
                 yield server
             marker = page.next_marker

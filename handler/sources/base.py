@@ -7,10 +7,17 @@ import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.model import ParsedPayload, parse_payload
 from handler.outcomes import Result
+
+if TYPE_CHECKING:
+    from handler.cleanup import CleanupStats
+
+
+#: Why a cleanup selector from a queue or a webhook is refused.
+CLEANUP_ONLY_SCHEDULED = "a cleanup selector is accepted from schedules and direct invocations only"
 
 
 class UnknownEventError(ValueError):
@@ -113,6 +120,8 @@ class UnitReport:
     redeliver: bool = False
     skipped: bool = False
     dead_letter_error: str | None = None
+    #: How the unit's cleanup selector was expanded, when it carried one.
+    cleanup: CleanupStats | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,8 @@ class Source(abc.ABC):
     on_transient: OnTransient = OnTransient.DEAD_LETTER
     #: True when a unit going back must stop the later units of its group (SQS FIFO).
     ordered: bool = False
+    #: True when a unit may carry a cleanup selector (schedules and direct invocations only).
+    accepts_cleanup: bool = False
 
     def __init__(self, event: Any = None, settings: SourceSettings | None = None) -> None:
         """Keep the settings; a source may look at the whole event once (FIFO detection)."""

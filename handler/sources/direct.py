@@ -8,6 +8,8 @@ from handler import redaction
 from handler.outcomes import Result
 from handler.sources.base import Source, Unit, UnitReport
 
+#: An object holding one of these keys is a payload (`cleanup`: a selector).
+_PAYLOAD_KEYS = ("server_id", "items", "cleanup")
 #: At most this many per-pair results are returned in a response (the summary counts all).
 MAX_RESULTS = 1000
 
@@ -37,13 +39,14 @@ class DirectSource(Source):
     """A payload passed straight to the function (console, SDK, Step Functions, a test)."""
 
     kind = "direct"
+    accepts_cleanup = True
 
     @classmethod
     def matches(cls, event: Any) -> bool:
-        """An array, or an object with `server_id` or `items`."""
+        """An array, or an object with `server_id`, `items` or `cleanup`."""
         if isinstance(event, list):
             return True
-        return isinstance(event, dict) and ("server_id" in event or "items" in event)
+        return isinstance(event, dict) and any(k in event for k in _PAYLOAD_KEYS)
 
     def units(self, event: Any) -> list[Unit]:
         """The whole event is one unit."""

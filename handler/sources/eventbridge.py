@@ -36,6 +36,7 @@ class EventBridgeSource(Source):
     """An EventBridge event (a rule's match or a schedule); transient pairs are dead-lettered."""
 
     kind = "eventbridge"
+    accepts_cleanup = True
     on_transient = OnTransient.DEAD_LETTER
 
     @classmethod

@@ -13,6 +13,7 @@ class FgTimerSource(Source):
     """A FunctionGraph timer event; its one unit is the `user_event` text, read as JSON."""
 
     kind = "fg-timer"
+    accepts_cleanup = True
     on_transient = OnTransient.DEAD_LETTER
 
     @classmethod

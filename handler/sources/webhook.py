@@ -32,6 +32,7 @@ from standardwebhooks.webhooks import (
 from handler import redaction
 from handler.model import parse_text
 from handler.sources.base import (
+    CLEANUP_ONLY_SCHEDULED,
     HttpAnswer,
     HttpRequest,
     OnTransient,
@@ -328,6 +329,9 @@ class WebhookSource(Source):
         units = _cloudevent_units(request)
         if units is None:
             units = [Unit(id=unit_id, body=request.body, parse=parse_text, ref=unit_id)]
+        if any(u.payload.cleanup is not None for u in units):
+            # A webhook that can wipe a fleet is a risk no user asked for: schedules only.
+            raise RejectedEvent(400, CLEANUP_ONLY_SCHEDULED)
         pairs = sum(len(u.payload.items) for u in units)
         invalid = [r for u in units for r in u.payload.invalid]
         if pairs == 0:

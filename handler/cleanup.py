@@ -1,0 +1,158 @@
+"""Cleanup selectors (issue 9): from a selector to the pairs to delete, by listing the servers.
+
+Expanding lists the project's servers page after page, keeps those the selector names, and
+matches their metadata keys against its globs. Protected keys are never returned. A listing
+that does not finish (the deadline, an API error) or a match above `max_deletions` yields no
+pair at all: deletes are idempotent, so the next run simply starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from handler.ecs.client import ComputeApiError
+from handler.ecs.nova import ServerInfo
+from handler.model import CleanupSelector, WorkItem
+from handler.outcomes import Outcome, Result
+from handler.plan import Policy
+
+__all__ = ["LIST_PAGE_SIZE", "CleanupPlan", "CleanupStats", "ServerLister", "expand"]
+
+_log = structlog.get_logger("handler.cleanup")
+
+#: The page size asked of the listing (the API may clamp it: the links are followed anyway).
+LIST_PAGE_SIZE = 1000
+
+
+class ServerLister(Protocol):
+    """What lists a project's servers (handler.ecs.client.EcsClient)."""
+
+    def list_servers(
+        self,
+        project_id: str,
+        *,
+        page_size: int = ...,
+        deadline: float | None = ...,
+        on_page: Callable[[int], None] | None = ...,
+    ) -> AsyncIterator[ServerInfo]:
+        """Yield every server of the project, telling `on_page` of each page read."""
+        ...
+
+
+@dataclass(slots=True)
+class CleanupStats:
+    """How far a selector's expansion got: what was listed, matched, skipped and why it stopped."""
+
+    servers_scanned: int = 0
+    list_pages: int = 0
+    pairs_matched: int = 0
+    protected_skipped: int = 0
+    capped: bool = False
+    stopped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary's `cleanup` object."""
+        return {
+            "servers_scanned": self.servers_scanned,
+            "list_pages": self.list_pages,
+            "pairs_matched": self.pairs_matched,
+            "protected_skipped": self.protected_skipped,
+            "capped": self.capped,
+            "stopped": self.stopped,
+        }
+
+    def add(self, other: CleanupStats) -> None:
+        """Add another unit's figures to these (the first reason to stop is kept)."""
+        self.servers_scanned += other.servers_scanned
+        self.list_pages += other.list_pages
+        self.pairs_matched += other.pairs_matched
+        self.protected_skipped += other.protected_skipped
+        self.capped = self.capped or other.capped
+        self.stopped = self.stopped or other.stopped
+
+
+@dataclass(slots=True)
+class CleanupPlan:
+    """What a selector expanded to: work items for the usual plan, results decided already."""
+
+    items: list[WorkItem] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    stats: CleanupStats = field(default_factory=CleanupStats)
+
+
+def _wanted(selector: CleanupSelector) -> Callable[[ServerInfo], bool]:
+    """The selector's server filter: its ids, name prefix and vm states."""
+    ids = None if selector.servers == "all" else {str(u) for u in selector.servers}
+    states = None if selector.vm_states is None else {s.lower() for s in selector.vm_states}
+    prefix = selector.name_prefix
+
+    def wanted(server: ServerInfo) -> bool:
+        if ids is not None and server.id.lower() not in ids:
+            return False
+        if prefix is not None and not server.name.startswith(prefix):
+            return False
+        return states is None or (server.vm_state or "").lower() in states
+
+    return wanted
+
+
+async def expand(
+    selector: CleanupSelector, lister: ServerLister, policy: Policy, deadline: float | None
+) -> CleanupPlan:
+    """List the selector's servers and return the matching pairs as work items; never raises
+    for the API or the deadline (the plan then says where it stopped, and holds no item)."""
+    plan = CleanupPlan()
+    stats = plan.stats
+    project = selector.project_id or policy.default_project
+    if not policy.project_allowed(project):
+        detail = f"project {project} is not in ALLOWED_PROJECT_IDS"
+        plan.results.append(Result(Outcome.PROJECT_NOT_ALLOWED, detail=detail))
+        return plan
+    matches = re.compile("|".join(fnmatch.translate(glob) for glob in selector.key_patterns))
+    wanted = _wanted(selector)
+    dry_run = selector.dry_run or policy.dry_run
+    items: list[WorkItem] = []
+
+    def on_page(_servers: int) -> None:
+        stats.list_pages += 1
+
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for server in lister.list_servers(
+                project, page_size=LIST_PAGE_SIZE, deadline=deadline, on_page=on_page
+            ):
+                stats.servers_scanned += 1
+                if not wanted(server):
+                    continue
+                for key in server.metadata:
+                    if not matches.match(key):
+                        continue
+                    if policy.is_protected(key):
+                        stats.protected_skipped += 1
+                        continue
+                    stats.pairs_matched += 1
+                    items.append(WorkItem(project, server.id, key, dry_run))
+    except (ComputeApiError, TimeoutError) as exc:
+        why = str(exc) if isinstance(exc, ComputeApiError) else "the invocation's time ran out"
+        stats.stopped = f"the server listing stopped: {why}; nothing was deleted"
+        _log.warning("cleanup stopped", project_id=project, **stats.as_dict())
+        return plan
+    if stats.pairs_matched > selector.max_deletions:
+        stats.capped = True
+        _log.warning(
+            "cleanup capped",
+            project_id=project,
+            max_deletions=selector.max_deletions,
+            detail="more pairs matched than max_deletions: nothing was deleted",
+            **stats.as_dict(),
+        )
+        return plan
+    plan.items = items
+    return plan
