@@ -177,6 +177,20 @@ class Source(abc.ABC):
         raise error
 
 
+class SummarySource(Source):
+    """A source whose platform takes no per-message answer: it is answered with the summary.
+
+    Its platform would retry the whole event, so a transient pair is dead-lettered rather than
+    sent back (one bad pair must not re-run a batch or block a partition).
+    """
+
+    on_transient = OnTransient.DEAD_LETTER
+
+    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
+        """Return `{"summary": …}` (SPEC §5)."""
+        return {"summary": summary}
+
+
 def must_redeliver(results: list[Result], on_transient: OnTransient) -> bool:
     """The one decision of what a transient outcome does: go back to the platform or not."""
     return on_transient is not OnTransient.DEAD_LETTER and any(r.outcome.transient for r in results)

@@ -22,11 +22,9 @@ from handler.model import DETAIL_LIMIT, ParsedPayload, parse_payload, parse_text
 from handler.outcomes import Outcome, Result
 from handler.sources.base import (
     HttpRequest,
-    OnTransient,
     RejectedEvent,
-    Source,
+    SummarySource,
     Unit,
-    UnitReport,
 )
 
 #: The attributes every CloudEvent carries (checked here: the SDK invents `id` and `specversion`).
@@ -49,11 +47,10 @@ def is_event(value: Any) -> bool:
     return isinstance(value, dict) and "specversion" in value
 
 
-class CloudEventsSource(Source):
+class CloudEventsSource(SummarySource):
     """A structured CloudEvent, or a batch of them; the answer is a summary (SPEC §5)."""
 
     kind = "cloudevents"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -66,10 +63,6 @@ class CloudEventsSource(Source):
         """One unit per event, named by its `id`; the pairs are read from its data."""
         events = event if isinstance(event, list) else [event]
         return [_event_unit(e, parse_event) for e in events]
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}` (SPEC §5); an unstored dead letter has raised before."""
-        return {"summary": summary}
 
 
 def _event_unit(event: dict[str, Any], parse: Callable[[Any], ParsedPayload]) -> Unit:

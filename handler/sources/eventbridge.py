@@ -6,9 +6,13 @@ from typing import Any
 
 from handler import redaction
 from handler.model import parse_payload
-from handler.sources.base import OnTransient, Source, Unit, UnitReport, UnknownEventError
+from handler.sources.base import (
+    SummarySource,
+    Unit,
+    UnknownEventError,
+)
 
-#: A `detail` holding one of these keys is a work-item payload (`cleanup`: a selector, later).
+#: A `detail` holding one of these keys is a work-item payload (`cleanup`: a selector).
 PAYLOAD_KEYS = ("server_id", "items", "cleanup")
 #: How much of a `source` or `detail-type` an error quotes.
 _QUOTE_LIMIT = 100
@@ -32,12 +36,11 @@ def _has_payload(detail: Any) -> bool:
     return isinstance(detail, dict) and any(key in detail for key in PAYLOAD_KEYS)
 
 
-class EventBridgeSource(Source):
+class EventBridgeSource(SummarySource):
     """An EventBridge event (a rule's match or a schedule); transient pairs are dead-lettered."""
 
     kind = "eventbridge"
     accepts_cleanup = True
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -75,7 +78,3 @@ class EventBridgeSource(Source):
         event_id = event.get("id")
         ident = str(event_id) if event_id not in (None, "") else None
         return [Unit(id=ident, body=detail, parse=parse_payload, ref=ident)]
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}` (SPEC §5); an unstored dead letter has raised before."""
-        return {"summary": summary}

@@ -1,4 +1,4 @@
-"""What the FunctionGraph trigger sources share: a summary answer and units for odd records."""
+"""What the FunctionGraph trigger sources share: ids and units for odd records."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from typing import Any
 
 from handler.model import ParsedPayload, truncate_raw
 from handler.outcomes import Outcome, Result
-from handler.sources.base import Unit, UnitReport
-
-
-def summary_only(reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-    """Return `{"summary": …}`: the trigger has no per-message answer to fill in."""
-    return {"summary": summary}
+from handler.sources.base import Unit
 
 
 def text_or_none(value: Any) -> str | None:

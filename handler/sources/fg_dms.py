@@ -10,8 +10,8 @@ from collections import Counter
 from typing import Any, ClassVar
 
 from handler.model import parse_body
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
-from handler.sources.fg_common import odd_unit, summary_only, text_or_none
+from handler.sources.base import Source, SummarySource, Unit
+from handler.sources.fg_common import odd_unit, text_or_none
 
 
 def _records(event: Any) -> list[Any]:
@@ -19,11 +19,10 @@ def _records(event: Any) -> list[Any]:
     return records if isinstance(records, list) else []
 
 
-class FgMessagesSource(Source):
+class FgMessagesSource(SummarySource):
     """A batch of queue messages pulled by FunctionGraph; each message string is one unit."""
 
     kind = "fg-messages"
-    on_transient = OnTransient.DEAD_LETTER
     #: The `trigger_type` values this source answers to.
     trigger_types: ClassVar[frozenset[str]] = frozenset()
 
@@ -51,10 +50,6 @@ class FgMessagesSource(Source):
                 units.append(Unit(id=f"{topic}-{seen[topic]}", body=message, parse=parse_body))
                 seen[topic] += 1
         return units
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`: the trigger retries a whole batch, never a message."""
-        return summary_only(reports, summary)
 
 
 class FgKafkaSource(FgMessagesSource):

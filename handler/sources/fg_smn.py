@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from handler.model import parse_body
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
-from handler.sources.fg_common import odd_unit, summary_only, text_or_none
+from handler.sources.base import SummarySource, Unit
+from handler.sources.fg_common import odd_unit, text_or_none
 
 
 def _records(event: Any) -> list[Any]:
@@ -28,11 +28,10 @@ def _foreign(record: Any) -> bool:
     return source is not None and source != "smn"
 
 
-class FgSmnSource(Source):
+class FgSmnSource(SummarySource):
     """A batch of SMN notifications; each record's `smn.message` is one payload."""
 
     kind = "smn"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -51,7 +50,3 @@ class FgSmnSource(Source):
             message_id = text_or_none(smn.get("message_id"))
             units.append(Unit(id=message_id, body=smn.get("message"), parse=parse_body))
         return units
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`; SMN has no per-message answer."""
-        return summary_only(reports, summary)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from handler.model import parse_body
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
-from handler.sources.fg_common import summary_only, text_or_none
+from handler.sources.base import SummarySource, Unit
+from handler.sources.fg_common import text_or_none
 
 
-class FgTimerSource(Source):
+class FgTimerSource(SummarySource):
     """A FunctionGraph timer event; its one unit is the `user_event` text, read as JSON."""
 
     kind = "fg-timer"
     accepts_cleanup = True
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -31,7 +30,3 @@ class FgTimerSource(Source):
         time = text_or_none(event.get("time"))
         unit_id = f"{name}@{time}" if name and time else name or time
         return [Unit(id=unit_id, body=event.get("user_event"), parse=parse_body)]
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`; a timer has nothing to redeliver."""
-        return summary_only(reports, summary)

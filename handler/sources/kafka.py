@@ -15,7 +15,7 @@ from typing import Any
 
 from handler.model import ParsedPayload, parse_text, truncate_raw
 from handler.outcomes import Outcome, Result
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
+from handler.sources.base import SummarySource, Unit
 
 #: `eventSource` of MSK and of self-managed Kafka (AWS documents `SelfManagedKafka`; some
 #: tools, Powertools' sample among them, write `aws:SelfManagedKafka`).
@@ -86,11 +86,10 @@ def _scalar(value: Any) -> str | int | None:
     return value
 
 
-class KafkaSource(Source):
+class KafkaSource(SummarySource):
     """An MSK or self-managed Kafka batch; transient outcomes are dead-lettered, not raised."""
 
     kind = "kafka"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -109,10 +108,6 @@ class KafkaSource(Source):
             for index, record in enumerate(records):
                 units.append(_unit(batch, index, record))
         return units
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`: Kafka has no partial batch response to fill in."""
-        return {"summary": summary}
 
 
 def _unit(batch: str, index: int, record: Any) -> Unit:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
+from handler.sources.base import SummarySource, Unit
 from handler.sources.kafka import base64_parser, odd_record
 
 _parse_data = base64_parser("data", "message")
@@ -30,15 +30,10 @@ def _not_an_object(record: Any) -> Unit | None:
     return Unit(id=None, body=record, parse=odd_record(detail))
 
 
-def _summary(reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-    return {"summary": summary}
-
-
-class RabbitMqSource(Source):
+class RabbitMqSource(SummarySource):
     """An Amazon MQ for RabbitMQ batch; transient outcomes are dead-lettered, not raised."""
 
     kind = "rabbitmq"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -79,16 +74,11 @@ class RabbitMqSource(Source):
                 )
         return units
 
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`: RabbitMQ has no partial batch response to fill in."""
-        return _summary(reports, summary)
 
-
-class ActiveMqSource(Source):
+class ActiveMqSource(SummarySource):
     """An Amazon MQ for ActiveMQ batch; transient outcomes are dead-lettered, not raised."""
 
     kind = "activemq"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -120,7 +110,3 @@ class ActiveMqSource(Source):
                 )
             )
         return units
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}`: ActiveMQ has no partial batch response to fill in."""
-        return _summary(reports, summary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handler.model import parse_body
-from handler.sources.base import OnTransient, Source, Unit, UnitReport
+from handler.sources.base import SummarySource, Unit
 
 
 def _records(event: Any) -> list[Any]:
@@ -13,11 +13,10 @@ def _records(event: Any) -> list[Any]:
     return records if isinstance(records, list) else []
 
 
-class SnsSource(Source):
+class SnsSource(SummarySource):
     """An SNS notification; SNS retries whole invocations, so transient pairs are dead-lettered."""
 
     kind = "sns"
-    on_transient = OnTransient.DEAD_LETTER
 
     @classmethod
     def matches(cls, event: Any) -> bool:
@@ -37,7 +36,3 @@ class SnsSource(Source):
             ident = str(message_id) if message_id not in (None, "") else None
             units.append(Unit(id=ident, body=sns.get("Message"), parse=parse_body, ref=ident))
         return units
-
-    def respond(self, reports: list[UnitReport], summary: dict[str, Any]) -> dict[str, Any]:
-        """Return `{"summary": …}` (SPEC §5); an unstored dead letter has raised before."""
-        return {"summary": summary}
