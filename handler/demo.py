@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ from handler.outcomes import Result
 from handler.sources import UnitReport
 
 DEMO_EVENTS = ("direct-invocation.json", "sqs-batch.json", "sqs-fifo-batch.json")
+#: A scheduled cleanup of every `lease-*` key left: first a dry run, then for real.
+_SELECTOR = {"key_patterns": ["lease-*"]}
+CLEANUPS = (
+    ("cleanup, dry run", {"cleanup": {**_SELECTOR, "dry_run": True}}),
+    ("cleanup", {"cleanup": _SELECTOR}),
+)
 
 
 def _line(result: Result, unit: UnitReport) -> str:
@@ -62,6 +69,11 @@ def run_demo(events: Path, out: Path) -> int:
                 before = _count_lines(sink)
                 done = runtime.run(read_event(events / name), FakeContext(30_000))
                 print(f"\n== {name}")
+                _show(done.response, done.reports, _count_lines(sink) - before, sink)
+            for title, event in CLEANUPS:
+                before = _count_lines(sink)
+                done = runtime.run(event, FakeContext(30_000))
+                print(f"\n== {title}: {json.dumps(event)}")
                 _show(done.response, done.reports, _count_lines(sink) - before, sink)
             left = {s["name"]: sorted(s["metadata"]) for s in sandbox.state()["servers"]}
         finally:
