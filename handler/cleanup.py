@@ -119,6 +119,9 @@ async def expand(
     wanted = _wanted(selector)
     dry_run = selector.dry_run or policy.dry_run
     items: list[WorkItem] = []
+    # A server a listing shows twice (a page boundary moving under it) counts once; past the
+    # cap nothing more is kept, only counted: "capped" must not need every match in memory.
+    seen: set[tuple[str, str]] = set()
 
     def on_page(_servers: int) -> None:
         stats.list_pages += 1
@@ -134,11 +137,18 @@ async def expand(
                 for key in server.metadata:
                     if not matches.match(key):
                         continue
+                    pair = (server.id.lower(), key)
+                    if pair in seen:
+                        continue
                     if policy.is_protected(key):
                         stats.protected_skipped += 1
                         continue
                     stats.pairs_matched += 1
-                    items.append(WorkItem(project, server.id, key, dry_run))
+                    if stats.pairs_matched <= selector.max_deletions:
+                        seen.add(pair)
+                        items.append(WorkItem(project, server.id, key, dry_run))
+                    elif items:
+                        items, seen = [], {pair}  # capped: from now on only count
     except (ComputeApiError, TimeoutError) as exc:
         why = str(exc) if isinstance(exc, ComputeApiError) else "the invocation's time ran out"
         stats.stopped = f"the server listing stopped: {why}; nothing was deleted"
