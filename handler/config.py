@@ -158,6 +158,8 @@ class Config(BaseModel):
     huaweicloud_sdk_sk: SecretStr | None = None
     huaweicloud_sdk_security_token: SecretStr | None = None
     ecs_auth_token: SecretStr | None = None
+    #: `nova`: the `/v2.1` paths; `native`: Huawei's `/v1/{project}/cloudservers` routes.
+    ecs_api: Literal["nova", "native"] = "nova"
     # Comma-separated; a value with no entries (blank, or only commas) counts as unset.
     allowed_project_ids: tuple[str, ...] = ()
     # Comma-separated; a value with no entries (blank, or only commas) counts as unset and so
@@ -244,7 +246,7 @@ class Config(BaseModel):
                 raise ValueError("must be one line of printable characters (no newline)")
         return value
 
-    @field_validator("webhook_auth", "metrics", mode="before")
+    @field_validator("webhook_auth", "metrics", "ecs_api", mode="before")
     @classmethod
     def _auth_mode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

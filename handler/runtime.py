@@ -27,6 +27,7 @@ from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, make_sink
 from handler.ecs.client import EcsClient
+from handler.ecs.native import NativeApi
 from handler.ecs.signing import (
     NO_CREDENTIALS,
     AkSkAuth,
@@ -231,6 +232,7 @@ class Runtime:
             timeout_s=config.request_timeout_s,
             max_attempts=config.max_attempts,
             max_in_flight=config.max_concurrency,
+            api=NativeApi() if config.ecs_api == "native" else None,
         )
         self.policy = Policy(
             default_project=config.huaweicloud_sdk_project_id,

@@ -693,3 +693,19 @@ def test_a_webhook_secret_that_is_not_one_fails_without_quoting_it(
 def test_webhook_auth_is_signature_or_none(base: pytest.MonkeyPatch) -> None:
     base.setenv("WEBHOOK_AUTH", "basic")
     _error("WEBHOOK_AUTH")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "nova"), ("", "nova"), ("  ", "nova"), (" NATIVE ", "native")]
+)
+def test_ecs_api_is_nova_by_default_or_native_in_any_case(
+    base: pytest.MonkeyPatch, value: str | None, expected: str
+) -> None:
+    if value is not None:
+        base.setenv("ECS_API", value)
+    assert load_config().ecs_api == expected
+
+
+def test_ecs_api_is_nova_or_native(base: pytest.MonkeyPatch) -> None:
+    base.setenv("ECS_API", "openstack")
+    _error("ECS_API")

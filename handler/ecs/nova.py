@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -15,17 +15,11 @@ from handler.ecs.reply import (
     parse_retry_after,
     request_id_of,
 )
+from handler.ecs.reply import path_segment as _segment
 from handler.outcomes import Outcome, Pair
 
 _KEY_MISSING = "metadata item was not found"
 _SERVER_MISSING = ("could not be found", "ecs.0114")
-
-
-def _segment(value: str) -> str:
-    """Percent-encode one path segment; `.` and `..` too, so no key is a dot segment."""
-    if value in (".", ".."):
-        return value.replace(".", "%2E")
-    return quote(value, safe="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +53,21 @@ def read_servers_page(body: Any) -> ServerPage:
     asked and still have a next one: only the link says. Raises ValueError on a body of
     another shape.
     """
+    servers = read_servers(body)
+    next_marker = None
+    links = body.get("servers_links")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            markers = parse_qs(urlsplit(str(link.get("href", ""))).query).get("marker")
+            next_marker = markers[0] if markers else None
+    return checked_page(servers, next_marker)
+
+
+def read_servers(body: Any) -> list[ServerInfo]:
+    """Read the `servers` list of a detailed listing (Nova's or Huawei's native one).
+
+    Raises ValueError on a body of another shape.
+    """
     if not isinstance(body, dict) or not isinstance(body.get("servers"), list):
         raise ValueError("not a server listing: no 'servers' list")
     servers = []
@@ -76,12 +85,11 @@ def read_servers_page(body: Any) -> ServerPage:
                 else {},
             )
         )
-    next_marker = None
-    links = body.get("servers_links")
-    for link in links if isinstance(links, list) else []:
-        if isinstance(link, dict) and link.get("rel") == "next":
-            markers = parse_qs(urlsplit(str(link.get("href", ""))).query).get("marker")
-            next_marker = markers[0] if markers else None
+    return servers
+
+
+def checked_page(servers: list[ServerInfo], next_marker: str | None) -> ServerPage:
+    """A page whose next marker, if any, must be its last server (else ValueError)."""
     if next_marker is not None and servers and next_marker != servers[-1].id:
         raise ValueError("the next link's marker is not the page's last server")
     return ServerPage(servers, next_marker if servers else None)

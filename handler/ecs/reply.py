@@ -6,6 +6,7 @@ import datetime as dt
 import email.utils
 import json
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -100,3 +101,10 @@ def request_id_of(response: httpx.Response) -> str | None:
         if value:
             return value
     return None
+
+
+def path_segment(value: str) -> str:
+    """Percent-encode one path segment; `.` and `..` too, so no key is a dot segment."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
