@@ -12,11 +12,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from handler.ecs import nova
 from handler.ecs.nova import ServerPage
-from handler.ecs.reply import Reply
 from handler.ecs.reply import path_segment as _segment
 from handler.outcomes import Pair
 
@@ -51,8 +48,12 @@ def read_servers_page(body: Any) -> ServerPage:
     return nova.checked_page(servers, next_marker or None)
 
 
-class NativeApi:
-    """The compute API as Huawei ECS v1 speaks it: `/v1/{project}/cloudservers/{id}/metadata`."""
+class NativeApi(nova.NovaApi):
+    """The compute API as Huawei ECS v1 speaks it: `/v1/{project}/cloudservers/{id}/metadata`.
+
+    Only the paths and the listing's paging differ from Nova; the answers are read as Nova's
+    (`Ecs.0114` is a missing server, from the body alone).
+    """
 
     name = "native"
 
@@ -69,13 +70,5 @@ class NativeApi:
         return servers_path(project_id, limit=limit, marker=marker)
 
     def read_servers_page(self, body: Any) -> ServerPage:
-        """Read one page of servers and the marker of the next."""
+        """Read one page of servers and the marker of `page_info.next_marker`."""
         return read_servers_page(body)
-
-    def classify_delete(self, response: httpx.Response) -> Reply:
-        """Read the response to a DELETE (`Ecs.0114` is a missing server, from the body)."""
-        return nova.classify_delete(response)
-
-    def classify_probe(self, response: httpx.Response, first: Reply, key: str) -> Reply:
-        """Settle an ambiguous 404 with the server's native metadata listing."""
-        return nova.classify_probe(response, first, key)
