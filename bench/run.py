@@ -41,6 +41,9 @@ from bench.common import (
     pin_self_to_client_core,
     server_id,
 )
+from bench.limiter_choice import lines as limiter_lines
+from bench.limiter_choice import measure as measure_limiters
+from bench.pacing import bench_pacing, pacing_lines
 from handler import logs
 from handler.config import Config
 from handler.runtime import Runtime, new_event_loop
@@ -771,6 +774,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 cpu_ratio <= PEER_CPU_GOAL,
             )
         )
+    for run in (results.get("pacing") or {}).get("runs", []):
+        if "goal" in run:
+            out.append(
+                _goal(
+                    f"pacing, MAX_REQUESTS_PER_SECOND {run['mode']}: share of the limit",
+                    run["share_of_limit"],
+                    run["goal"],
+                    run["met"],
+                )
+            )
     return out
 
 
@@ -792,6 +805,10 @@ def table(results: dict[str, Any]) -> str:
         lines += _peer_lines(peer, ours)
     if results.get("faults"):
         lines += _faults_line(results["faults"])
+    if results.get("pacing"):
+        lines += pacing_lines(results["pacing"])
+    if results.get("limiter"):
+        lines += limiter_lines(results["limiter"])
     return "\n".join(lines)
 
 
@@ -860,7 +877,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-SECTIONS = ("cold", "throughput", "cpu", "memory", "peer", "faults")
+SECTIONS = ("cold", "throughput", "cpu", "memory", "peer", "faults", "pacing", "limiter")
 
 
 def main() -> int:
@@ -888,6 +905,8 @@ def main() -> int:
         "memory": lambda: bench_memory(1000 if args.quick else 10_000),
         "peer": lambda: bench_peer(pairs, 64),
         "faults": lambda: bench_faults(pairs, 64),
+        "pacing": bench_pacing,
+        "limiter": measure_limiters,
     }
     for name in SECTIONS:
         if name in only:

@@ -168,6 +168,9 @@ class Config(BaseModel):
     dead_letter_url: str = "log"
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     max_attempts: int = Field(default=6, ge=1, le=20)
+    #: A ceiling on the requests sent per second, all kinds together; unset: no ceiling (the
+    #: rate still adapts after a 429).
+    max_requests_per_second: float | None = Field(default=None, gt=0, le=100_000)
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     dry_run: bool = False
     #: Standard Webhooks secret (`whsec_` and base64): webhook requests must be signed with it.

@@ -28,6 +28,7 @@ from handler.context import Invocation, functiongraph_credentials, read_invocati
 from handler.deadletter import DeadLetterSink, make_sink
 from handler.ecs.client import EcsClient
 from handler.ecs.native import NativeApi
+from handler.ecs.pacing import Pacer
 from handler.ecs.signing import (
     NO_CREDENTIALS,
     AkSkAuth,
@@ -233,6 +234,7 @@ class Runtime:
             max_attempts=config.max_attempts,
             max_in_flight=config.max_concurrency,
             api=NativeApi() if config.ecs_api == "native" else None,
+            pacer=Pacer(config.max_requests_per_second),
         )
         self.policy = Policy(
             default_project=config.huaweicloud_sdk_project_id,

@@ -13,6 +13,7 @@ import structlog
 from handler import metrics
 from handler.ecs.api import ComputeApi
 from handler.ecs.nova import NovaApi, ServerInfo, metadata_path
+from handler.ecs.pacing import Pacer
 from handler.ecs.reply import Reply
 from handler.ecs.retry import BUDGET_EXTENSION, AttemptBudget, RetryableReply, RetryState, attempts
 from handler.ecs.transport import AdaptiveTransport
@@ -107,6 +108,7 @@ class EcsClient:
         max_attempts: int = 6,
         max_in_flight: int = 16,
         api: ComputeApi | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         inner = transport or AdaptiveTransport(max_connections=max_in_flight)
         self._http = CookielessClient(
@@ -118,6 +120,8 @@ class EcsClient:
         self._timeout = httpx.Timeout(timeout_s).as_dict()
         self._max_attempts = max_attempts
         self._slots = asyncio.Semaphore(max_in_flight)
+        #: Paces every request sent (MAX_REQUESTS_PER_SECOND, and the rate after a 429).
+        self.pacer = pacer or Pacer()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -147,13 +151,17 @@ class EcsClient:
             if budget is not None
             else {"timeout": timeout},
         )
+        pacer = self.pacer
         async with self._slots:
+            sent_at = await pacer.acquire()
             # REQUEST_TIMEOUT_S bounds the whole attempt: the transport's timeouts bound each
             # read, and a reply trickling one byte at a time would otherwise never end.
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(limit):
-                    return await self._http.send(request)
+                    response = await self._http.send(request)
+                pacer.record(sent_at, throttled=response.status_code == 429)
+                return response
             except TimeoutError:
                 raise httpx.ReadTimeout(
                     f"no whole answer within {limit:.3g} s", request=request
