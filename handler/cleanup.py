@@ -104,10 +104,18 @@ def _wanted(selector: CleanupSelector) -> Callable[[ServerInfo], bool]:
 
 
 async def expand(
-    selector: CleanupSelector, lister: ServerLister, policy: Policy, deadline: float | None
+    selector: CleanupSelector,
+    lister: ServerLister,
+    policy: Policy,
+    deadline: float | None,
+    *,
+    on_page: Callable[[int], None] | None = None,
 ) -> CleanupPlan:
     """List the selector's servers and return the matching pairs as work items; never raises
-    for the API or the deadline (the plan then says where it stopped, and holds no item)."""
+    for the API or the deadline (the plan then says where it stopped, and holds no item).
+
+    `on_page`, if given, is told each listing page's server count as it is read (progress).
+    """
     plan = CleanupPlan()
     stats = plan.stats
     project = selector.project_id or policy.default_project
@@ -123,13 +131,15 @@ async def expand(
     # cap nothing more is kept, only counted: "capped" must not need every match in memory.
     seen: set[tuple[str, str]] = set()
 
-    def on_page(_servers: int) -> None:
+    def page_read(servers: int) -> None:
         stats.list_pages += 1
+        if on_page is not None:
+            on_page(servers)
 
     try:
         async with asyncio.timeout_at(deadline):
             async for server in lister.list_servers(
-                project, page_size=LIST_PAGE_SIZE, deadline=deadline, on_page=on_page
+                project, page_size=LIST_PAGE_SIZE, deadline=deadline, on_page=page_read
             ):
                 stats.servers_scanned += 1
                 if not wanted(server):

@@ -1,4 +1,4 @@
-"""The `ecs-metadata-janitor` command line: sandbox, invoke and demo."""
+"""The `ecs-metadata-janitor` command line: sandbox, invoke, demo, check, cleanup, replay."""
 
 from __future__ import annotations
 
@@ -42,12 +42,126 @@ def _build_parser() -> argparse.ArgumentParser:
         "--remaining-ms", type=int, help="pretend the platform gives the invocation this much time"
     )
 
+    check = sub.add_parser(
+        "check",
+        help="check the configuration and credentials with one read-only call",
+        description="Validate the configuration, then list the first server of the project "
+        "(one read-only call) and say in one line what is wrong. Exit status: 0 ok, 2 config "
+        "invalid, 3 endpoint unreachable, 4 signature/token rejected, 5 token expired, "
+        "6 project mismatch, 7 clock skew, 8 permission denied, 9 unexpected answer.",
+    )
+    check.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="check against an in-process sandbox instead of the environment's endpoint",
+    )
+    check.add_argument("--seed", type=Path, help="sandbox seed file (default: the demo seed)")
+
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="delete the keys matching patterns on the project's servers (a cleanup selector)",
+        description="Run a cleanup selector through the function, as a schedule would, and "
+        "print a table of what matched and what became of it. Exit status: 0 every match "
+        "settled (or a dry run), 1 something was dead-lettered or the run stopped or was "
+        "capped, 2 bad arguments or configuration, 130 interrupted.",
+    )
+    cleanup.add_argument(
+        "--pattern",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="GLOB",
+        help="key glob, case-sensitive (e.g. 'lease-*'); repeat for more",
+    )
+    cleanup.add_argument("--name-prefix", metavar="P", help="only servers whose name starts so")
+    cleanup.add_argument(
+        "--server", action="extend", nargs="+", metavar="ID", help="only these server ids"
+    )
+    cleanup.add_argument(
+        "--vm-state",
+        action="extend",
+        nargs="+",
+        metavar="S",
+        help="only servers in these vm states (active, stopped, ...)",
+    )
+    cleanup.add_argument(
+        "--max-deletions",
+        type=int,
+        metavar="N",
+        help="delete nothing if more than N pairs match (the function's default: 1000)",
+    )
+    cleanup.add_argument("--project", metavar="ID", help="another allowed project to clean")
+    cleanup.add_argument(
+        "--dry-run", action="store_true", help="list and match, report, delete nothing"
+    )
+    _add_sandbox_flags(cleanup, implicit=True)
+    cleanup.add_argument(
+        "--remaining-ms", type=int, help="the time the run may take (default: 15 minutes)"
+    )
+    _add_output_flags(cleanup)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-drive a dead-letter file through the function; keep only what is unsettled",
+        description="Send the pairs of a dead-letter file (JSON Lines, as DEAD_LETTER_URL=file "
+        "writes it) through the function again, in chunks, and rewrite the file after each "
+        "chunk with only the records still unsettled (a temporary file, then an atomic rename: "
+        "an interrupted replay loses nothing). Lines that are not records are kept as they "
+        "are. Exit status: 0 the file holds nothing unsettled (or a dry run), 1 something "
+        "stays in it, 2 bad arguments, file or configuration, 130 interrupted.",
+    )
+    replay.add_argument("file", type=Path, help="the dead-letter file (JSON Lines)")
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be replayed; send no DELETE and leave the file untouched",
+    )
+    replay.add_argument(
+        "--chunk-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="pairs per invocation; the file is rewritten after each (100)",
+    )
+    _add_sandbox_flags(replay, implicit=False)
+    _add_output_flags(replay)
+
     demo = sub.add_parser("demo", help="walk through the sample events against a sandbox")
     demo.add_argument("--events", type=Path, default=Path("events"), help="folder of events")
     demo.add_argument(
         "--out", type=Path, default=Path(".demo"), help="folder for dead letters/logs"
     )
     return parser
+
+
+def _add_sandbox_flags(parser: argparse.ArgumentParser, *, implicit: bool) -> None:
+    where = parser.add_mutually_exclusive_group()
+    default = "default when ECS_ENDPOINT is not set" if implicit else "never implied"
+    where.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=None,
+        help=f"run against an in-process sandbox ({default})",
+    )
+    where.add_argument(
+        "--no-sandbox", dest="sandbox", action="store_false", help="use ECS_ENDPOINT from the env"
+    )
+    parser.add_argument("--seed", type=Path, help="sandbox seed file (default: the demo seed)")
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="progress on stderr: auto (a bar on a terminal), bar, lines or none",
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="append the function's JSON log lines here (default: stderr; the level is "
+        "WARNING unless POWERTOOLS_LOG_LEVEL is set)",
+    )
 
 
 def _error(text: str) -> None:
@@ -99,6 +213,31 @@ def _invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from handler import logs
+    from handler.commands.check import config_diagnosis, run_check
+    from handler.config import ConfigError, load_config
+    from handler.local import local_sandbox, sandbox_config
+
+    with contextlib.ExitStack() as stack:
+        # The runtime's own log lines are not the answer: the one line below is.
+        logs.set_stream(stack.enter_context(Path(os.devnull).open("w", encoding="utf-8")))
+        stack.callback(logs.set_stream, None)
+        try:
+            if args.sandbox:
+                sandbox, seed = stack.enter_context(local_sandbox(args.seed))
+                config = sandbox_config(sandbox, seed)
+            else:
+                config = load_config()
+        except ConfigError as exc:
+            diagnosis = config_diagnosis(exc)
+        else:
+            diagnosis = run_check(config)
+    line = diagnosis.line.encode("utf-8", "backslashreplace").decode("utf-8")
+    print(line, file=sys.stdout if diagnosis.exit_code == 0 else sys.stderr)
+    return diagnosis.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = _build_parser().parse_args(argv)
@@ -114,6 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "invoke":
         return _invoke(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "cleanup":
+        from handler.commands import cleanup
+
+        return cleanup.run(args)
+    if args.command == "replay":
+        from handler.commands import replay
+
+        return replay.run(args)
     from handler.demo import run_demo
 
     return run_demo(args.events, args.out)

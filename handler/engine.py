@@ -8,6 +8,7 @@ one process cannot step on each other.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import time
 from collections import Counter
@@ -36,7 +37,16 @@ from handler.sources.base import (
     must_redeliver,
 )
 
-__all__ = ["Deps", "Job", "answer_status", "must_redeliver", "settle", "summarise"]
+__all__ = [
+    "PROGRESS",
+    "Deps",
+    "Job",
+    "Progress",
+    "answer_status",
+    "must_redeliver",
+    "settle",
+    "summarise",
+]
 
 _log = structlog.get_logger("handler.engine")
 
@@ -88,6 +98,29 @@ def base_margin_s(remaining_s: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """Hooks told how an invocation goes (an operator's progress bar); None hooks are skipped.
+
+    They are called on the event loop's thread and must return quickly and never raise.
+    """
+
+    #: A page of a cleanup selector's server listing was read: its server count.
+    page_read: Callable[[int], None] | None = None
+    #: The pairs about to be deleted (told once, before the first DELETE; 0 when none).
+    pairs_planned: Callable[[int], None] | None = None
+    #: One pair's delete finished (whatever its outcome): its result.
+    pair_settled: Callable[[Result], None] | None = None
+
+
+#: The progress hooks of invocations started from this context, for tools that run the
+#: function through `Runtime.run` (the invocation's task inherits the caller's context).
+#: Unset (None) on the deployed function: nothing is told and nothing is spent.
+PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "engine_progress", default=None
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     """What the engine works with, all passed in: deleter, sink, policy, redactor, clock."""
 
@@ -103,6 +136,8 @@ class Deps:
     clock: Callable[[], float] | None = None
     #: What closing costs per pair; built from the sink when not given.
     meter: FinishMeter | None = None
+    #: Progress hooks (tools); PROGRESS of the calling context when not given.
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,18 +177,22 @@ async def settle(job: Job, deps: Deps) -> list[UnitReport]:
         clock = deps.clock or asyncio.get_running_loop().time
         parse_by = Deadlines.of(job.limit, clock(), 0, 0.0).work
         payloads = [_payload(unit, clock, parse_by) for unit in job.units]
-        cleanups = await _expand_cleanups(job, deps, payloads, clock, parse_by)
+        progress = deps.progress or PROGRESS.get()
+        cleanups = await _expand_cleanups(job, deps, payloads, clock, parse_by, progress)
         plans = [make_plan(payload.items, deps.policy) for payload in payloads]
+        if progress is not None and progress.pairs_planned is not None:
+            progress.pairs_planned(sum(len(plan.to_delete) for plan in plans))
         pairs = sum(len(p.to_delete) + len(p.decided) for p in plans)
         pairs += sum(len(p.invalid) for p in payloads)
         meter = deps.meter or meter_for(deps.sink)
         deadlines = Deadlines.of(job.limit, clock(), pairs, meter.per_pair_s)
         executor = Executor(deps.deleter, deadline=deadlines.work, workers=deps.workers)
         try:
+            told = progress.pair_settled if progress is not None else None
             if job.source.ordered:
-                reports = await _ordered(job, executor, payloads, plans)
+                reports = await _ordered(job, executor, payloads, plans, told)
             else:
-                reports = await _unordered(job, executor, payloads, plans)
+                reports = await _unordered(job, executor, payloads, plans, told)
             for report, stats in zip(reports, cleanups, strict=True):
                 report.cleanup = stats
             closing = time.perf_counter()
@@ -181,6 +220,7 @@ async def _expand_cleanups(
     payloads: list[ParsedPayload],
     clock: Callable[[], float],
     work_by: float | None,
+    progress: Progress | None = None,
 ) -> list[CleanupStats | None]:
     """Replace each payload carrying a cleanup selector by the pairs it expands to (in place);
     return each unit's cleanup figures (None for a unit without a selector)."""
@@ -200,7 +240,8 @@ async def _expand_cleanups(
         if work_by is not None:
             now = clock()
             list_by = now + max(work_by - now, 0.0) * LIST_SHARE
-        plan = await expand(selector, deps.lister, deps.policy, list_by)
+        on_page = progress.page_read if progress is not None else None
+        plan = await expand(selector, deps.lister, deps.policy, list_by, on_page=on_page)
         decided = [dataclasses.replace(r, raw=r.raw or raw) for r in plan.results]
         payloads[index] = ParsedPayload(
             items=[*payload.items, *plan.items], invalid=[*payload.invalid, *decided]
@@ -209,11 +250,31 @@ async def _expand_cleanups(
     return stats
 
 
+def _tell_settled(
+    futures: list[asyncio.Future[Result]], told: Callable[[Result], None] | None
+) -> None:
+    """Tell the progress hook of each pair as it finishes (a pair shared by units once)."""
+    if told is None:
+        return
+
+    def done(future: asyncio.Future[Result]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            told(future.result())
+
+    for future in {id(f): f for f in futures}.values():
+        future.add_done_callback(done)
+
+
 async def _unordered(
-    job: Job, executor: Executor, payloads: list[ParsedPayload], plans: list[Plan]
+    job: Job,
+    executor: Executor,
+    payloads: list[ParsedPayload],
+    plans: list[Plan],
+    told: Callable[[Result], None] | None = None,
 ) -> list[UnitReport]:
     futures = [executor.submit(plan.to_delete) for plan in plans]
     everything = [f for unit_futures in futures for f in unit_futures]
+    _tell_settled(everything, told)
     if everything:
         await asyncio.wait(everything)
     reports = []
@@ -224,13 +285,18 @@ async def _unordered(
 
 
 async def _ordered(
-    job: Job, executor: Executor, payloads: list[ParsedPayload], plans: list[Plan]
+    job: Job,
+    executor: Executor,
+    payloads: list[ParsedPayload],
+    plans: list[Plan],
+    told: Callable[[Result], None] | None = None,
 ) -> list[UnitReport]:
     """Each group's units one after another; after a unit goes back, the rest of its group too."""
     groups: dict[str | None, list[int]] = {}
     for index, unit in enumerate(job.units):
         groups.setdefault(unit.group, []).append(index)
     reports: list[UnitReport | None] = [None] * len(job.units)
+    told_pairs: set[Pair] = set()
 
     async def run_group(indices: list[int]) -> None:
         failed = False
@@ -240,6 +306,11 @@ async def _ordered(
                 reports[index] = UnitReport(unit, redeliver=True, skipped=True)
                 continue
             done = await executor.settle_all(plans[index].to_delete)
+            if told is not None:
+                for pair, result in zip(plans[index].to_delete, done, strict=True):
+                    if pair not in told_pairs:  # a pair an earlier unit shared: told once
+                        told_pairs.add(pair)
+                        told(result)
             results = [*payloads[index].invalid, *plans[index].decided, *done]
             report = reports[index] = _report(job, unit, results)
             failed = report.redeliver

@@ -1,0 +1,92 @@
+"""What `cleanup` and `replay` share: where they run (sandbox or the environment), their logs,
+the progress hooks around a run, and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from handler import logs, redaction
+from handler.commands.progress import ProgressDisplay
+from handler.config import Config, load_config
+from handler.engine import PROGRESS
+
+#: The function's log level for operator commands when POWERTOOLS_LOG_LEVEL is not set: the
+#: table says what became of each pair; warnings, errors and dead letters are still logged.
+QUIET_LEVEL = "WARNING"
+
+
+def error(text: str) -> None:
+    """One `error:` line on stderr, redacted, whatever characters it holds."""
+    line = f"error: {redaction.current().text(text)}"
+    print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+
+
+def out(line: str) -> None:
+    """One line on stdout, redacted, whatever characters it holds."""
+    text = redaction.current().text(line)
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stdout)
+
+
+def endpoint_configured() -> bool:
+    """True when the environment names an endpoint (ECS_ENDPOINT or HUAWEICLOUD_SDK_REGION)."""
+    return bool(
+        os.environ.get("ECS_ENDPOINT", "").strip()
+        or os.environ.get("HUAWEICLOUD_SDK_REGION", "").strip()
+    )
+
+
+def load(
+    stack: contextlib.ExitStack, *, sandbox: bool, seed: Path | None, **overrides: str
+) -> tuple[Config, Any]:
+    """The configuration to run with: the environment's, or pointed at a new in-process
+    sandbox (closed with the stack); with the log level quietened unless it was set.
+
+    Returns the config and the sandbox (None when the environment's endpoint is used).
+    Raises ConfigError.
+    """
+    from handler.local import local_sandbox, sandbox_config
+
+    if not os.environ.get("POWERTOOLS_LOG_LEVEL", "").strip():
+        overrides.setdefault("POWERTOOLS_LOG_LEVEL", QUIET_LEVEL)
+    if sandbox:
+        running, seed_data = stack.enter_context(local_sandbox(seed))
+        print(f"sandbox at {running.url}", file=sys.stderr)
+        return sandbox_config(running, seed_data, **overrides), running
+    environ = {**os.environ, **overrides}
+    return load_config(environ), None
+
+
+class CommandError(Exception):
+    """A command cannot start (an argument it cannot use); the message is one line."""
+
+
+def send_logs(stack: contextlib.ExitStack, log_file: Path | None, display: ProgressDisplay) -> None:
+    """Send the function's log lines to `log_file` (appended), else to stderr above the bars.
+
+    Raises CommandError when the log file cannot be opened.
+    """
+    if log_file is not None:
+        try:
+            stream = stack.enter_context(log_file.open("a", encoding="utf-8"))
+        except OSError as exc:
+            raise CommandError(f"cannot open --log-file {log_file}: {exc.strerror}") from None
+        logs.set_stream(stream)
+    else:
+        logs.set_stream(display.log_stream())
+    stack.callback(logs.set_stream, None)
+
+
+@contextlib.contextmanager
+def reporting(display: ProgressDisplay) -> Iterator[ProgressDisplay]:
+    """Make the display's hooks the engine's progress hooks for runs started inside."""
+    token = PROGRESS.set(display.hooks())
+    try:
+        yield display
+    finally:
+        PROGRESS.reset(token)
+        display.close()
