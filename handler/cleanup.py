@@ -19,7 +19,7 @@ import structlog
 
 from handler.ecs.client import ComputeApiError
 from handler.ecs.nova import ServerInfo
-from handler.model import CleanupSelector, WorkItem
+from handler.model import KEY_PATTERN, UUID_TEXT, CleanupSelector, WorkItem
 from handler.outcomes import Outcome, Result
 from handler.plan import Policy
 
@@ -29,6 +29,8 @@ _log = structlog.get_logger("handler.cleanup")
 
 #: The page size asked of the listing (the API may clamp it: the links are followed anyway).
 LIST_PAGE_SIZE = 1000
+#: Keys matched between two yields to the loop (a key against many globs costs ~100 µs).
+_KEYS_PER_YIELD = 32
 
 
 class ServerLister(Protocol):
@@ -54,6 +56,9 @@ class CleanupStats:
     list_pages: int = 0
     pairs_matched: int = 0
     protected_skipped: int = 0
+    #: Matched keys no payload could name (empty, too long, control characters) or on a server
+    #: whose id is not a UUID: never sent.
+    invalid_skipped: int = 0
     capped: bool = False
     stopped: str | None = None
 
@@ -64,6 +69,7 @@ class CleanupStats:
             "list_pages": self.list_pages,
             "pairs_matched": self.pairs_matched,
             "protected_skipped": self.protected_skipped,
+            "invalid_skipped": self.invalid_skipped,
             "capped": self.capped,
             "stopped": self.stopped,
         }
@@ -74,6 +80,7 @@ class CleanupStats:
         self.list_pages += other.list_pages
         self.pairs_matched += other.pairs_matched
         self.protected_skipped += other.protected_skipped
+        self.invalid_skipped += other.invalid_skipped
         self.capped = self.capped or other.capped
         self.stopped = self.stopped or other.stopped
 
@@ -127,9 +134,12 @@ async def expand(
     wanted = _wanted(selector)
     dry_run = selector.dry_run or policy.dry_run
     items: list[WorkItem] = []
-    # A server a listing shows twice (a page boundary moving under it) counts once; past the
-    # cap nothing more is kept, only counted: "capped" must not need every match in memory.
-    seen: set[tuple[str, str]] = set()
+    # A server a listing shows twice (a page boundary moving under it) counts once, in every
+    # figure; past the cap nothing more is kept, only counted: "capped" must not need every
+    # match in memory (the ids seen grow with the servers, not with their keys).
+    seen: set[str] = set()
+    valid_key = re.compile(KEY_PATTERN).match
+    keys_since_yield = 0
 
     def page_read(servers: int) -> None:
         stats.list_pages += 1
@@ -141,24 +151,33 @@ async def expand(
             async for server in lister.list_servers(
                 project, page_size=LIST_PAGE_SIZE, deadline=deadline, on_page=page_read
             ):
+                server_id = server.id.lower()
+                if server_id in seen:
+                    continue
+                seen.add(server_id)
                 stats.servers_scanned += 1
                 if not wanted(server):
                     continue
+                usable_id = UUID_TEXT.fullmatch(server_id) is not None
                 for key in server.metadata:
+                    keys_since_yield += 1
+                    if keys_since_yield >= _KEYS_PER_YIELD:
+                        # Matching is CPU work: let the deadline (and other invocations) in.
+                        keys_since_yield = 0
+                        await asyncio.sleep(0)
                     if not matches.match(key):
-                        continue
-                    pair = (server.id.lower(), key)
-                    if pair in seen:
                         continue
                     if policy.is_protected(key):
                         stats.protected_skipped += 1
                         continue
+                    if not usable_id or not valid_key(key):
+                        stats.invalid_skipped += 1
+                        continue
                     stats.pairs_matched += 1
                     if stats.pairs_matched <= selector.max_deletions:
-                        seen.add(pair)
                         items.append(WorkItem(project, server.id, key, dry_run))
                     elif items:
-                        items, seen = [], {pair}  # capped: from now on only count
+                        items = []  # capped: from now on only count
     except (ComputeApiError, TimeoutError) as exc:
         why = str(exc) if isinstance(exc, ComputeApiError) else "the invocation's time ran out"
         stats.stopped = f"the server listing stopped: {why}; nothing was deleted"

@@ -28,7 +28,7 @@ _MAX_DEPTH = 4
 #: 128,000 dead letters and log lines.
 MAX_INVALID_PARTS = 100
 
-_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN)]
 ProjectId = Annotated[str, Field(pattern=PROJECT_PATTERN)]
@@ -48,7 +48,7 @@ class WorkItemModel(BaseModel):
     @field_validator("server_id", mode="before")
     @classmethod
     def _uuid_text_only(cls, value: object) -> object:
-        if not isinstance(value, str) or not _UUID_TEXT.fullmatch(value):
+        if not isinstance(value, str) or not UUID_TEXT.fullmatch(value):
             raise ValueError("server_id must be a UUID: 8-4-4-4-12 hexadecimal digits")
         return value
 

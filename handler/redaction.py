@@ -30,11 +30,14 @@ def is_secret_field(key: str) -> bool:
 
 
 def _forms(values: Iterable[str | None]) -> frozenset[str]:
-    """Each secret as it is, and as it appears inside a JSON string (for rendered lines)."""
+    """Each secret as it is, and as it appears inside a JSON string, escaped to ASCII or not
+    (a rendered line, or a server echoing a request body back)."""
     forms: set[str] = set()
     for value in values:
         if value and len(value) >= MIN_SECRET:
-            forms.update({value, json.dumps(value, ensure_ascii=False)[1:-1]})
+            forms.update(
+                {value, json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]}
+            )
     return frozenset(forms)
 
 

@@ -16,7 +16,7 @@ requirements=dist/requirements.txt
   --python-version 3.12 --implementation cp --platform "$PLATFORM" --only-binary=:all: \
   -r "$requirements"
 mkdir -p "$out/handler"
-(cd handler && find . -name '*.py' ! -path './sandbox/*' ! -name 'demo.py' -print0 \
+(cd handler && find . -name '*.py' ! -path './sandbox/*' ! -path './commands/*' ! -name 'demo.py' -print0 \
   | xargs -0 -I{} cp --parents {} "../$out/handler/")
 find "$out" -name '__pycache__' -type d -prune -exec rm -rf {} +
 (cd "$out" && "$OLDPWD/$PY" - <<'PYZIP'

@@ -170,6 +170,7 @@ def test_expand_matches_keys_case_sensitively_on_every_page() -> None:
         "list_pages": 2,
         "pairs_matched": 4,
         "protected_skipped": 0,
+        "invalid_skipped": 0,
         "capped": False,
         "stopped": None,
     }
@@ -250,6 +251,7 @@ def test_a_direct_cleanup_deletes_every_matching_key_of_the_default_project(
         "list_pages": 1,
         "pairs_matched": 7,  # web-1 2, web-2 2, build-1 1, db-1 2
         "protected_skipped": 0,
+        "invalid_skipped": 0,
         "capped": False,
         "stopped": None,
     }

@@ -75,11 +75,12 @@ def read_servers(body: Any) -> list[ServerInfo]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise ValueError("not a server listing: a server without an id")
         metadata = entry.get("metadata")
+        name, vm_state = entry.get("name"), entry.get("OS-EXT-STS:vm_state")
         servers.append(
             ServerInfo(
                 id=entry["id"],
-                name=str(entry.get("name") or ""),
-                vm_state=entry.get("OS-EXT-STS:vm_state"),
+                name=name if isinstance(name, str) else "",
+                vm_state=vm_state if isinstance(vm_state, str) else None,
                 metadata={str(k): str(v) for k, v in metadata.items()}
                 if isinstance(metadata, dict)
                 else {},

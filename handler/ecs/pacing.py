@@ -56,6 +56,11 @@ MIN_RATE = 0.5
 BURST = 2.0
 #: The window over which the rate the gateway lets through is measured.
 WINDOW_S = 1.0
+#: A 429 cuts the rate only when at least this many answers in the window (or half the rate in
+#: force, if less) say what the gateway lets through; a stray 429 on an idle process is
+#: retried and the rate left alone (cut from an empty window, it fell to MIN_RATE and starved
+#: the invocation).
+MIN_SAMPLE = 10
 
 
 class Pacer:
@@ -145,6 +150,9 @@ class Pacer:
                 # Sent before the last cut, or answered within a window of it: it says nothing
                 # about the rate since (one cut per window, as TCP cuts once per round trip).
                 return
+            needed = MIN_SAMPLE if self.rate is None else min(MIN_SAMPLE, self.rate * WINDOW_S / 2)
+            if len(accepted) < needed:
+                return  # too few answers to say what the gateway lets through
             measured = float(len(accepted))
             current = self.rate if self.rate is not None else measured
             self.last_cut = now

@@ -94,7 +94,8 @@ def test_429s_of_requests_sent_before_the_cut_do_not_cut_again() -> None:
     assert pacer.rate == rate
     assert pacer.cuts == 1
     assert pacer.throttles == 31
-    clock.now += 2.0
+    clock.now += 1.0
+    _accept(pacer, clock, 80, every=0.0125)  # a second of answers at the new rate
     pacer.record(clock.now - 0.01, throttled=True)  # sent after the cut: the rate is too high
     assert pacer.cuts == 2
     assert pacer.rate is not None and pacer.rate < rate  # type: ignore[operator]
@@ -237,3 +238,19 @@ def test_without_a_ceiling_a_429_slows_every_pair_and_all_are_deleted(
     attempts = sum(r["attempts"] for r in response["results"])
     assert attempts == statuses.count(204) + throttled
     assert throttled <= len(statuses) // 2  # blind retries answer about half 429 (bench)
+
+
+def test_a_stray_429_with_too_few_answers_to_measure_leaves_the_rate_alone() -> None:
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    _accept(pacer, clock, pacing.MIN_SAMPLE - 1)
+    pacer.record(clock.now, throttled=True)
+    assert pacer.rate is None and pacer.cuts == 0 and pacer.throttles == 1
+
+
+def test_under_a_low_ceiling_half_its_rate_of_answers_is_enough_to_cut() -> None:
+    clock = Clock()
+    pacer = Pacer(4.0, clock=clock)
+    _accept(pacer, clock, 2, every=0.25)
+    pacer.record(clock.now, throttled=True)
+    assert pacer.cuts == 1 and pacer.rate == pytest.approx(2 * BETA)
