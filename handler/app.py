@@ -53,7 +53,9 @@ def warm_up() -> None:
     runtime = _runtime()
     from handler.ecs.transport import preload
 
-    preload(runtime.config.endpoint)
+    config = runtime.config
+    # With OS_AUTH_URL alone the endpoint comes from the catalog; Keystone is called first.
+    preload(config.endpoint or config.os_auth_url or "")
 
 
 def _runtime() -> Runtime:

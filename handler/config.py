@@ -69,11 +69,19 @@ _SECRET_FIELDS = frozenset(
         "huaweicloud_sdk_security_token",
         "ecs_auth_token",
         "webhook_secret",
+        "os_password",
     }
 )
 _COMMA_FIELDS = frozenset({"allowed_project_ids", "protected_keys"})
 
 _ENDPOINT_RULE = "must be an http(s) base URL such as https://ecs.cn-north-4.myhuaweicloud.com"
+_AUTH_URL_RULE = (
+    "must be the http(s) Keystone v3 URL, such as https://iam.cn-north-4.myhuaweicloud.com/v3"
+)
+#: What a Keystone URL may end with: the API version (and the token path of Huawei's docs).
+_AUTH_URL_SUFFIXES = ("/v3/auth/tokens", "/v3")
+#: OS_INTERFACE's accepted values; `publicURL` and the like (the clients' older spelling) too.
+_INTERFACES = frozenset({"public", "internal", "admin"})
 _SINK_RULE = "must be 'log', a file path, file:///path or an http(s) URL"
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -153,11 +161,24 @@ class Config(BaseModel):
     # Every field: a blank (empty or whitespace-only) value counts as unset, i.e. its default.
     ecs_endpoint: str | None = None
     huaweicloud_sdk_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")
-    huaweicloud_sdk_project_id: str = Field(pattern=PROJECT_PATTERN)
+    #: Required, unless OS_AUTH_URL is set (then OS_PROJECT_ID, or the token's project).
+    huaweicloud_sdk_project_id: str | None = Field(default=None, pattern=PROJECT_PATTERN)
     huaweicloud_sdk_ak: SecretStr | None = None
     huaweicloud_sdk_sk: SecretStr | None = None
     huaweicloud_sdk_security_token: SecretStr | None = None
     ecs_auth_token: SecretStr | None = None
+    # Keystone v3 password authentication (plain OpenStack, Huawei IAM), as the openstack
+    # clients read it: OS_AUTH_URL set means a token is taken with OS_USERNAME/OS_PASSWORD.
+    #: The Keystone base URL, kept without its trailing `/v3`.
+    os_auth_url: str | None = None
+    os_username: str | None = None
+    os_password: SecretStr | None = None
+    os_project_id: str | None = Field(default=None, pattern=PROJECT_PATTERN)
+    os_project_name: str | None = None
+    os_user_domain_name: str = "Default"
+    os_project_domain_name: str = "Default"
+    os_region_name: str | None = None
+    os_interface: Literal["public", "internal", "admin"] = "public"
     #: `nova`: the `/v2.1` paths; `native`: Huawei's `/v1/{project}/cloudservers` routes.
     ecs_api: Literal["nova", "native"] = "nova"
     # Comma-separated; a value with no entries (blank, or only commas) counts as unset.
@@ -170,7 +191,7 @@ class Config(BaseModel):
     max_attempts: int = Field(default=6, ge=1, le=20)
     #: A ceiling on the requests sent per second, all kinds together; unset: no ceiling (the
     #: rate still adapts after a 429).
-    max_requests_per_second: float | None = Field(default=None, gt=0, le=100_000)
+    max_requests_per_second: float | None = Field(default=None, ge=0.01, le=100_000)
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     dry_run: bool = False
     #: Standard Webhooks secret (`whsec_` and base64): webhook requests must be signed with it.
@@ -249,10 +270,33 @@ class Config(BaseModel):
                 raise ValueError("must be one line of printable characters (no newline)")
         return value
 
+    @field_validator("os_password")
+    @classmethod
+    def _one_line(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in a JSON body (any Unicode character will do), but a newline is a secret
+        # file's last line, not part of the password: say so now, without quoting the value.
+        if value is not None:
+            text = value.get_secret_value()
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+                raise ValueError("must be one line of printable characters (no newline)")
+        return value
+
     @field_validator("webhook_auth", "metrics", "ecs_api", mode="before")
     @classmethod
     def _auth_mode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("os_interface", mode="before")
+    @classmethod
+    def _interface(cls, value: object) -> object:
+        # The openstack clients accept `publicURL`, `internalURL` and `adminURL` too.
+        if isinstance(value, str):
+            name = value.strip().lower()
+            name = name.removesuffix("url") if name.removesuffix("url") in _INTERFACES else name
+            if name not in _INTERFACES:
+                raise ValueError("must be public, internal or admin (publicURL … accepted too)")
+            return name
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
@@ -279,6 +323,23 @@ class Config(BaseModel):
         problem = _http_url_problem(value, allow_userinfo=False, allow_query=False)
         if problem is not None:
             raise ValueError(f"{_ENDPOINT_RULE}: {problem}")
+        return value
+
+    @field_validator("os_auth_url")
+    @classmethod
+    def _auth_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        problem = _http_url_problem(value, allow_userinfo=False, allow_query=False)
+        if problem is not None:
+            raise ValueError(f"{_AUTH_URL_RULE}: {problem}")
+        lowered = value.lower()
+        if lowered.endswith(("/v2.0", "/v2")):
+            raise ValueError(f"{_AUTH_URL_RULE}: Keystone v2 is not supported, use the v3 URL")
+        for suffix in _AUTH_URL_SUFFIXES:
+            if lowered.endswith(suffix):
+                return value[: -len(suffix)]
         return value
 
     @field_validator("dead_letter_url")
@@ -312,15 +373,66 @@ class Config(BaseModel):
                 "HUAWEICLOUD_SDK_SECURITY_TOKEN: goes with temporary HUAWEICLOUD_SDK_AK and "
                 "HUAWEICLOUD_SDK_SK, which are not set"
             )
+        if self.os_auth_url is not None:
+            return self._password_auth()
+        if self.os_username is not None or self.os_password is not None:
+            raise ValueError(
+                "OS_AUTH_URL: is required with OS_USERNAME and OS_PASSWORD (Keystone password "
+                "authentication)"
+            )
+        if self.huaweicloud_sdk_project_id is None:
+            raise ValueError("HUAWEICLOUD_SDK_PROJECT_ID: is required")
         if self.ecs_endpoint is None and self.huaweicloud_sdk_region is None:
             raise ValueError("ECS_ENDPOINT: set it, or set HUAWEICLOUD_SDK_REGION to derive it")
         return self
 
+    def _password_auth(self) -> Config:
+        """The rules of OS_AUTH_URL: its user, password and project; no other credentials."""
+        if self.huaweicloud_sdk_ak is not None or self.huaweicloud_sdk_security_token is not None:
+            raise ValueError(
+                "HUAWEICLOUD_SDK_AK: OS_AUTH_URL (password authentication) is set too: remove "
+                "HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN) to "
+                "use it, or remove OS_AUTH_URL to sign with AK/SK"
+            )
+        if self.ecs_auth_token is not None:
+            raise ValueError(
+                "ECS_AUTH_TOKEN: OS_AUTH_URL (password authentication) is set too: remove "
+                "ECS_AUTH_TOKEN to take tokens from Keystone, or OS_AUTH_URL to send that token"
+            )
+        if self.os_username is None:
+            raise ValueError("OS_USERNAME: is required with OS_AUTH_URL")
+        if self.os_password is None:
+            raise ValueError("OS_PASSWORD: is required with OS_AUTH_URL")
+        if self.os_project_id is None and self.os_project_name is None:
+            raise ValueError(
+                "OS_PROJECT_ID: is required with OS_AUTH_URL, or OS_PROJECT_NAME (the project "
+                "the token is scoped to)"
+            )
+        pinned = self.huaweicloud_sdk_project_id
+        if pinned is not None and self.os_project_id is not None and pinned != self.os_project_id:
+            raise ValueError(
+                "HUAWEICLOUD_SDK_PROJECT_ID: differs from OS_PROJECT_ID, and a Keystone token "
+                "is scoped to one project: remove HUAWEICLOUD_SDK_PROJECT_ID or make them equal"
+            )
+        return self
+
     @property
-    def endpoint(self) -> str:
-        """The ECS base URL, given or derived from the region."""
+    def password_auth(self) -> bool:
+        """True when tokens are taken from Keystone with OS_USERNAME/OS_PASSWORD."""
+        return self.os_auth_url is not None
+
+    @property
+    def project_id(self) -> str | None:
+        """The default project (None: only the Keystone token knows it, OS_PROJECT_NAME alone)."""
+        return self.huaweicloud_sdk_project_id or self.os_project_id
+
+    @property
+    def endpoint(self) -> str | None:
+        """The ECS base URL, given or derived; None when the Keystone catalog gives it."""
         if self.ecs_endpoint:
             return self.ecs_endpoint
+        if self.os_auth_url is not None:
+            return None
         return f"https://ecs.{self.huaweicloud_sdk_region}.myhuaweicloud.com"
 
     def secrets(self) -> list[str]:
@@ -330,6 +442,7 @@ class Config(BaseModel):
             self.huaweicloud_sdk_sk,
             self.huaweicloud_sdk_security_token,
             self.ecs_auth_token,
+            self.os_password,
         ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         if self.webhook_secret is not None:

@@ -24,6 +24,16 @@ SANDBOX_VARIABLES = frozenset(
         "HUAWEICLOUD_SDK_SK",
         "HUAWEICLOUD_SDK_SECURITY_TOKEN",
         "ECS_AUTH_TOKEN",
+        # Keystone password authentication: the sandbox is reached with its AK/SK instead.
+        "OS_AUTH_URL",
+        "OS_USERNAME",
+        "OS_PASSWORD",
+        "OS_PROJECT_ID",
+        "OS_PROJECT_NAME",
+        "OS_USER_DOMAIN_NAME",
+        "OS_PROJECT_DOMAIN_NAME",
+        "OS_REGION_NAME",
+        "OS_INTERFACE",
     }
 )
 

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import os
 import random
 import threading
@@ -27,6 +28,7 @@ from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, make_sink
 from handler.ecs.client import EcsClient
+from handler.ecs.keystone import CATALOG_TYPES, KeystoneAuth, KeystoneError, PasswordSettings
 from handler.ecs.native import NativeApi
 from handler.ecs.pacing import Pacer
 from handler.ecs.signing import (
@@ -181,20 +183,41 @@ class _LoopThread:
 
 def _check_urls(config: Config, *, proxies: bool) -> None:
     """Fail the cold start on a URL httpx cannot send to, or a proxy for one that is unusable."""
-    try:
-        httpx.URL(config.endpoint)
-    except httpx.InvalidURL as exc:
-        raise ConfigError(
-            f"invalid configuration: ECS_ENDPOINT: not a usable URL ({exc})"
-        ) from None
+    named = {"ECS_ENDPOINT": config.endpoint, "OS_AUTH_URL": config.os_auth_url}
+    urls = [url for url in named.values() if url is not None]
+    for name, url in named.items():
+        if url is None:
+            continue
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"invalid configuration: {name}: not a usable URL ({exc})") from None
     if not proxies:
         return
-    urls = [config.endpoint]
     if config.dead_letter_url.lower().startswith(("http://", "https://")):
         urls.append(config.dead_letter_url)
     for url in urls:
         if problem := proxy_error(url):
             raise ConfigError(f"invalid configuration: {problem}")
+
+
+def _password_settings(config: Config) -> PasswordSettings:
+    """The Keystone token request the configuration describes (OS_* variables)."""
+    assert config.os_auth_url is not None
+    assert config.os_username is not None
+    assert config.os_password is not None
+    return PasswordSettings(
+        auth_url=config.os_auth_url,
+        username=config.os_username,
+        password=config.os_password.get_secret_value(),
+        user_domain_name=config.os_user_domain_name,
+        project_id=config.os_project_id,
+        project_name=config.os_project_name,
+        project_domain_name=config.os_project_domain_name,
+        region=config.os_region_name,
+        interface=config.os_interface,
+        service_types=CATALOG_TYPES[config.ecs_api],
+    )
 
 
 class Runtime:
@@ -226,9 +249,17 @@ class Runtime:
             raise ConfigError(f"invalid configuration: {exc}") from None
         self._meter = meter_for(self.sink)
         self._uses_context_credentials = False
+        #: The Keystone token flow, when OS_AUTH_URL is set (the token lives as long as this).
+        self.keystone: KeystoneAuth | None = None
+        auth = self._make_auth()
+        keystone = self.keystone
         self.client = EcsClient(
             endpoint=config.endpoint,
-            auth=self._make_auth(),
+            auth=auth,
+            # OS_AUTH_URL without ECS_ENDPOINT: the endpoint is the token catalog's.
+            resolve_endpoint=keystone.endpoint
+            if keystone is not None and config.endpoint is None
+            else None,
             transport=self._transport,
             timeout_s=config.request_timeout_s,
             max_attempts=config.max_attempts,
@@ -236,8 +267,11 @@ class Runtime:
             api=NativeApi() if config.ecs_api == "native" else None,
             pacer=Pacer(config.max_requests_per_second),
         )
+        #: True until the default project is known: with OS_PROJECT_NAME alone it is the
+        #: token's, learnt at the first invocation.
+        self._project_from_token = config.project_id is None
         self.policy = Policy(
-            default_project=config.huaweicloud_sdk_project_id,
+            default_project=config.project_id or "",
             allowed_projects=frozenset(config.allowed_project_ids),
             protected_keys=config.protected_keys,
             dry_run=config.dry_run,
@@ -263,6 +297,13 @@ class Runtime:
 
     def _make_auth(self) -> httpx.Auth:
         config = self.config
+        if config.password_auth:
+            self.keystone = KeystoneAuth(
+                _password_settings(config),
+                transport=self._transport,
+                timeout_s=config.request_timeout_s,
+            )
+            return self.keystone
         if config.ecs_auth_token is not None:
             token = config.ecs_auth_token
             return TokenAuth(token.get_secret_value)
@@ -345,6 +386,8 @@ class Runtime:
                     error=refused.message,
                 )
                 return Invoked(source.reject(refused), [], {})
+            if self._project_from_token:
+                await self._learn_project()
             remaining = invocation.remaining_s()
             now = asyncio.get_running_loop().time()
             job = Job(
@@ -377,6 +420,23 @@ class Runtime:
                     "failing so the platform retries"
                 )
             return Invoked(source.respond(reports, summary), reports, summary)
+
+    async def _learn_project(self) -> None:
+        """Take the default project from the Keystone token (OS_PROJECT_NAME alone).
+
+        Without it no pair can be formed, so a Keystone failure fails the invocation (a
+        KeystoneError, i.e. CredentialsUnavailableError) and the platform retries the event.
+        """
+        assert self.keystone is not None  # no project id configured implies OS_AUTH_URL
+        try:
+            project = await self.keystone.project_id()
+        except KeystoneError as exc:
+            _log.error("no default project: the Keystone token is needed first", error=str(exc))
+            raise
+        if self._project_from_token:
+            self.policy = dataclasses.replace(self.policy, default_project=project)
+            self._project_from_token = False
+            _log.info("default project from the Keystone token", project_id=project)
 
     def _emit_metrics(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -12,10 +12,12 @@ import structlog
 
 from handler import metrics
 from handler.ecs.api import ComputeApi
+from handler.ecs.keystone import KeystoneError
 from handler.ecs.nova import NovaApi, ServerInfo, metadata_path
 from handler.ecs.pacing import Pacer
 from handler.ecs.reply import Reply
 from handler.ecs.retry import BUDGET_EXTENSION, AttemptBudget, RetryableReply, RetryState, attempts
+from handler.ecs.signing import CredentialsUnavailableError
 from handler.ecs.transport import AdaptiveTransport
 from handler.outcomes import Outcome, Pair, Result
 
@@ -96,13 +98,19 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 class EcsClient:
-    """Delete metadata keys over one pooled httpx client; safe to reuse across invocations."""
+    """Delete metadata keys over one pooled httpx client; safe to reuse across invocations.
+
+    The base URL is `endpoint`, or, when that is None, what `resolve_endpoint` answers at the
+    first request (a Keystone catalog, known only once a token is taken); it is asked again
+    until it answers, then kept.
+    """
 
     def __init__(
         self,
         *,
-        endpoint: str,
+        endpoint: str | None,
         auth: httpx.Auth,
+        resolve_endpoint: Callable[[], Awaitable[str]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 10.0,
         max_attempts: int = 6,
@@ -115,7 +123,10 @@ class EcsClient:
             auth=auth, transport=CountingTransport(inner), timeout=timeout_s, trust_env=False
         )
         self.api: ComputeApi = api or NovaApi()
-        self._base = endpoint.rstrip("/")
+        if endpoint is None and resolve_endpoint is None:
+            raise ValueError("EcsClient needs an endpoint or a resolve_endpoint")
+        self._base = endpoint.rstrip("/") if endpoint is not None else None
+        self._resolve_endpoint = resolve_endpoint
         self._timeout_s = timeout_s
         self._timeout = httpx.Timeout(timeout_s).as_dict()
         self._max_attempts = max_attempts
@@ -126,6 +137,19 @@ class EcsClient:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+    @property
+    def endpoint(self) -> str | None:
+        """The base URL requests go to (None until a resolved one is known)."""
+        return self._base
+
+    async def base_url(self) -> str:
+        """The base URL, resolved first if needed (KeystoneError when it cannot be)."""
+        base = self._base
+        if base is None:
+            assert self._resolve_endpoint is not None  # one of the two is set (__init__)
+            base = self._base = (await self._resolve_endpoint()).rstrip("/")
+        return base
 
     async def _send(
         self,
@@ -141,11 +165,14 @@ class EcsClient:
             if left < self._timeout_s:
                 limit = max(left, 0.001)
                 timeout = httpx.Timeout(limit).as_dict()
+        base = self._base
+        if base is None:  # the catalog's endpoint, until it is known
+            base = await self.base_url()
         # Built directly rather than through client.build_request, which merges base URL,
         # default headers and cookies on every call (about 25 µs of CPU per request).
         request = httpx.Request(
             method,
-            self._base + path,
+            base + path,
             headers={**_HEADERS, "X-Project-Id": project_id},
             extensions={"timeout": timeout, BUDGET_EXTENSION: budget}
             if budget is not None
@@ -236,7 +263,7 @@ class EcsClient:
             if response.status_code == 200:
                 try:
                     return response.json()
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past the stack
                     raise ComputeApiError("HTTP 200 with a body that is not JSON", 200) from None
             reply = self.api.classify_delete(response)
             if reply.retry:
@@ -257,6 +284,9 @@ class EcsClient:
             raise ComputeApiError(
                 f"HTTP {exc.reply.status} after the retries", exc.reply.status
             ) from None
+        except KeystoneError as exc:  # kept as the cause: `check` names it
+            after = " (after the retries)" if isinstance(exc, httpx.TransportError) else ""
+            raise ComputeApiError(f"{exc}{after}") from exc
         except httpx.TransportError as exc:
             raise ComputeApiError(f"{type(exc).__name__} after the retries") from None
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
@@ -275,6 +305,11 @@ class EcsClient:
         except TimeoutError:
             why = "the invocation's time ran out"
             return _failed(pair, Outcome.DEADLINE, state.tries, state.error, why)
+        except CredentialsUnavailableError as exc:
+            # No token (Keystone refused the password, its catalog has no compute endpoint…):
+            # a forbidden or rejected pair, dead-lettered with the reason; never a traceback.
+            outcome = exc.outcome if isinstance(exc, KeystoneError) else Outcome.FORBIDDEN
+            return _failed(pair, outcome, state.tries, None, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must fail one pair, transiently, not all
             _log.exception("unexpected error deleting a pair", error=type(exc).__name__)
             why = "unexpected error (a bug: see the log)"

@@ -1,4 +1,5 @@
-"""Request authentication like the cloud's gateway: a token, or an SDK-HMAC-SHA256 signature."""
+"""Request authentication like the cloud's gateway: a token (the seed's, or one the sandbox's
+Keystone issued), or an SDK-HMAC-SHA256 signature."""
 
 from __future__ import annotations
 
@@ -6,23 +7,29 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 
+from handler.sandbox.keystone import KeystoneTokens
 from handler.sandbox.seed import CredentialsSeed
 from handler.sandbox.verify import SDK_DATE_HEADER, sdk_date_is_fresh, verify_signature
 
 TOKEN = "token"  # noqa: S105 - the name of an authentication method, not a secret
 AKSK = "aksk"
+KEYSTONE = "keystone"
 
 
 class Authenticator:
     """Checks requests against the seeded credentials."""
 
-    __slots__ = ("_clock", "_credentials")
+    __slots__ = ("_clock", "_credentials", "_keystone")
 
     def __init__(
-        self, credentials: CredentialsSeed, clock: Callable[[], float] = time.time
+        self,
+        credentials: CredentialsSeed,
+        clock: Callable[[], float] = time.time,
+        keystone: KeystoneTokens | None = None,
     ) -> None:
         self._credentials = credentials
         self._clock = clock
+        self._keystone = keystone
 
     def authenticate(
         self,
@@ -33,7 +40,8 @@ class Authenticator:
         body: bytes,
         project_id: str | None,
     ) -> str | None:
-        """Return how the request authenticated (`token` or `aksk`), or None to answer 401.
+        """Return how the request authenticated (`token`, `keystone` or `aksk`), or None to
+        answer 401. A Keystone token's project is for the caller to check.
 
         `headers` must look names up case-insensitively; `project_id` is the path's project.
         """
@@ -47,6 +55,9 @@ class Authenticator:
             expected = credentials.token
             if expected is not None and hmac.compare_digest(token.strip(), expected):
                 return TOKEN
+            keystone = self._keystone
+            if keystone is not None and keystone.project_of(token) is not None:
+                return KEYSTONE
             return None
         if credentials.ak is None or credentials.sk is None:
             return None

@@ -211,6 +211,19 @@ class Sandbox:
         """Empty the request log."""
         self._call(self._app.log.clear)
 
+    def revoke_tokens(self) -> int:
+        """Revoke every Keystone token issued so far (refused with 401 from now on)."""
+        keystone = self._app.keystone
+        if keystone is None:
+            return 0
+        return self._call(keystone.revoke_all)
+
+    @property
+    def keystone(self) -> dict[str, Any] | None:
+        """The seeded Keystone (users, projects, region, token_ttl_s), or None."""
+        seeded = self._seed.keystone
+        return None if seeded is None else seeded.model_dump()
+
     def set_faults(self, faults: Mapping[str, Any] | None) -> None:
         """Replace the fault configuration (None: no faults); its random sequence restarts."""
         config = parse_faults(faults)
@@ -275,5 +288,15 @@ def _banner(url: str, seed: Seed, seed_path: Path | None, faults_path: Path | No
             f"    HUAWEICLOUD_SDK_SK={credentials.sk}",
             f"    ECS_AUTH_TOKEN={credentials.token}",
         ]
+        keystone = seed.keystone
+        if keystone is not None:
+            user, scope = keystone.users[0], keystone.projects[0]
+            lines += [
+                "  or Keystone password authentication (no ECS_ENDPOINT needed):",
+                f"    OS_AUTH_URL={url}/v3",
+                f"    OS_USERNAME={user.name}",
+                f"    OS_PASSWORD={user.password}",
+                f"    OS_PROJECT_NAME={scope.name}",
+            ]
     lines.append("  stop with Ctrl+C")
     return lines

@@ -64,6 +64,38 @@ class CredentialsSeed(BaseModel):
         return self
 
 
+class KeystoneUserSeed(BaseModel):
+    """A Keystone user the sandbox accepts for password tokens."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: NonEmpty
+    password: NonEmpty
+    domain: NonEmpty = "Default"
+
+
+class KeystoneProjectSeed(BaseModel):
+    """A project a sandbox token may be scoped to (by id, or by name in its domain)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    id: ProjectId
+    name: NonEmpty
+    domain: NonEmpty = "Default"
+
+
+class KeystoneSeed(BaseModel):
+    """The sandbox's Keystone: users, projects (default: the seed's, named by id), the
+    catalog's region and how long a token lives."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    users: Annotated[list[KeystoneUserSeed], Field(min_length=1)]
+    projects: list[KeystoneProjectSeed] = Field(default_factory=list)
+    region: NonEmpty = "sandbox-1"
+    token_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class ServerSeed(BaseModel):
     """One server of the seed."""
 
@@ -104,6 +136,8 @@ class Seed(BaseModel):
     project_id: ProjectId | None = None
     credentials: CredentialsSeed
     servers: list[ServerSeed] = Field(default_factory=list)
+    #: Keystone v3 password tokens (`POST /v3/auth/tokens`); None: no Keystone.
+    keystone: KeystoneSeed | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Seed:
@@ -118,6 +152,13 @@ class Seed(BaseModel):
                         f"servers.{index}: no project_id (set it on the server or at the top level)"
                     )
                 server.project_id = self.project_id
+        keystone = self.keystone
+        if keystone is not None and not keystone.projects:
+            ids = [self.project_id] if self.project_id is not None else []
+            ids += [s.project_id for s in self.servers if s.project_id is not None]
+            keystone.projects = [
+                KeystoneProjectSeed(id=pid, name=pid) for pid in dict.fromkeys(ids)
+            ]
         return self
 
     @property
@@ -156,6 +197,15 @@ DEMO_SEED: dict[str, Any] = {
         "sk": "sandbox-secret-key-do-not-use-in-prod",
         "security_token": None,
         "token": "sandbox-token",
+    },
+    "keystone": {
+        "users": [{"name": "demo", "password": "sandbox-password-do-not-use", "domain": "Default"}],
+        "projects": [
+            {"id": DEMO_PROJECT_ID, "name": "demo", "domain": "Default"},
+            {"id": DEMO_OTHER_PROJECT_ID, "name": "other", "domain": "Default"},
+        ],
+        "region": "sandbox-1",
+        "token_ttl_s": 3600,
     },
     "servers": [
         _server(

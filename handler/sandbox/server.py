@@ -16,8 +16,9 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from aiohttp import web
 
 from handler.sandbox import responses as r
-from handler.sandbox.auth import Authenticator
+from handler.sandbox.auth import KEYSTONE, Authenticator
 from handler.sandbox.faults import RATE_LIMIT_FAULT, FaultConfig, FaultInjector
+from handler.sandbox.keystone import TOKENS_PATH, KeystoneTokens
 from handler.sandbox.seed import Seed
 from handler.sandbox.state import STATUS_BY_VM_STATE, Page, Problem, Server, State
 
@@ -124,7 +125,8 @@ class SandboxApp:
 
     def __init__(self, seed: Seed, faults: FaultConfig, *, latency_ms: float = 0.0) -> None:
         self.state = State(seed)
-        self.auth = Authenticator(seed.credentials)
+        self.keystone = KeystoneTokens(seed.keystone) if seed.keystone is not None else None
+        self.auth = Authenticator(seed.credentials, keystone=self.keystone)
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
         self._latency_override_s = max(latency_ms, 0.0) / 1000.0
         self._timer_overshoot_s = 0.0
@@ -197,6 +199,10 @@ class SandboxApp:
             body = await request.read() if request.body_exists else b""
         except web.HTTPRequestEntityTooLarge:
             return r.nova_error(413, "Request is too large.", request_id)
+        if path == TOKENS_PATH:  # Keystone: no gateway authentication, no faults
+            if self.keystone is None:
+                return r.nova_error(404, "The resource could not be found.", request_id)
+            return self.keystone.answer(method, body, _base_url(request), request_id)
         auth = self.auth.authenticate(
             method=method,
             raw_target=target,
@@ -207,6 +213,10 @@ class SandboxApp:
         if auth is None:
             return r.unauthorized(request_id)
         entry["auth"] = auth
+        if auth == KEYSTONE and not self._token_scope_fits(request, path):
+            return r.nova_error(
+                403, "The token is scoped to another project than the request's.", request_id
+            )
         faults = self.faults
         if faults.config.rate_limit_rps is not None and faults.over_rate_limit(time.monotonic()):
             entry["fault"] = RATE_LIMIT_FAULT
@@ -334,6 +344,13 @@ class SandboxApp:
             href = f"{base}/v2.1/{project}/{collection}?{urlencode(next_params)}"
             payload["servers_links"] = [{"rel": "next", "href": href}]
         return r.json_response(200, payload, request_id)
+
+    def _token_scope_fits(self, request: web.BaseRequest, path: str) -> bool:
+        """True when a Keystone token's project is the path's (or the path names none)."""
+        assert self.keystone is not None  # a `keystone` authentication implies it
+        project = _path_project(path)
+        scoped = self.keystone.project_of(request.headers.get("X-Auth-Token", ""))
+        return project is None or scoped == project
 
     @staticmethod
     def _problem(route: Route, problem: Problem, request_id: str) -> web.Response:
