@@ -10,6 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+#: Exit status when a command is interrupted (Ctrl-C), as a shell reports SIGINT.
+INTERRUPTED = 130
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -165,13 +168,16 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _error(text: str) -> None:
-    """One `error:` line on stderr, whatever characters it holds."""
-    line = f"error: {text}".encode("utf-8", "backslashreplace").decode("utf-8")
-    print(line, file=sys.stderr)
+    """One `error:` line on stderr, its control characters escaped."""
+    from handler.commands.table import printable
+
+    print(printable(f"error: {text}"), file=sys.stderr)
 
 
 def _invoke(args: argparse.Namespace) -> int:
     from handler import logs, redaction
+    from handler.commands import common
+    from handler.commands.table import printable_json
     from handler.config import ConfigError, load_config
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext, local_sandbox, read_event, sandbox_config
@@ -181,10 +187,7 @@ def _invoke(args: argparse.Namespace) -> int:
     event = read_event(args.event)
     use_sandbox = args.sandbox
     if use_sandbox is None:
-        use_sandbox = not (
-            os.environ.get("ECS_ENDPOINT", "").strip()
-            or os.environ.get("HUAWEICLOUD_SDK_REGION", "").strip()
-        )
+        use_sandbox = not common.endpoint_configured()
         if use_sandbox:
             print(
                 "no ECS_ENDPOINT configured: running against an in-process sandbox", file=sys.stderr
@@ -208,39 +211,53 @@ def _invoke(args: argparse.Namespace) -> int:
             _error(redaction.current().text(str(exc)))
             return 1
     text = json.dumps(redaction.current().value(response), indent=2, ensure_ascii=False)
-    # A lone surrogate (valid in JSON text, not in UTF-8) is printed as its escape.
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    # Control characters json.dumps leaves raw (DEL, C1, bidi overrides) and lone surrogates
+    # (valid in JSON text, not in UTF-8) are printed as their \u escapes: the same JSON.
+    print(printable_json(text))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from handler import logs
     from handler.commands.check import config_diagnosis, run_check
+    from handler.commands.table import printable
     from handler.config import ConfigError, load_config
     from handler.local import local_sandbox, sandbox_config
 
-    with contextlib.ExitStack() as stack:
-        # The runtime's own log lines are not the answer: the one line below is.
-        logs.set_stream(stack.enter_context(Path(os.devnull).open("w", encoding="utf-8")))
-        stack.callback(logs.set_stream, None)
-        try:
-            if args.sandbox:
-                sandbox, seed = stack.enter_context(local_sandbox(args.seed))
-                config = sandbox_config(sandbox, seed)
+    try:
+        with contextlib.ExitStack() as stack:
+            # The runtime's own log lines are not the answer: the one line below is.
+            logs.set_stream(stack.enter_context(Path(os.devnull).open("w", encoding="utf-8")))
+            stack.callback(logs.set_stream, None)
+            try:
+                if args.sandbox:
+                    sandbox, seed = stack.enter_context(local_sandbox(args.seed))
+                    config = sandbox_config(sandbox, seed)
+                else:
+                    config = load_config()
+            except ConfigError as exc:
+                diagnosis = config_diagnosis(exc)
             else:
-                config = load_config()
-        except ConfigError as exc:
-            diagnosis = config_diagnosis(exc)
-        else:
-            diagnosis = run_check(config)
-    line = diagnosis.line.encode("utf-8", "backslashreplace").decode("utf-8")
-    print(line, file=sys.stdout if diagnosis.exit_code == 0 else sys.stderr)
+                diagnosis = run_check(config)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for the endpoint, or the sandbox
+        _error("interrupted")
+        return INTERRUPTED
+    # Text from the answer is in the line: its control characters must not reach the terminal.
+    print(printable(diagnosis.line), file=sys.stdout if diagnosis.exit_code == 0 else sys.stderr)
     return diagnosis.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status."""
+    """Run the command line and return its exit status (130 when interrupted by Ctrl-C)."""
     args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # wherever a command did not catch it: one line, no traceback
+        _error("interrupted")
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
         from handler.sandbox import serve_forever
 

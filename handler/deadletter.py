@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -24,6 +26,13 @@ HTTP_SINK_TIMEOUT_S = 10.0
 HTTP_SINK_CHUNK = 500
 #: Attempts per POST (on network errors, 429 and 5xx), within the invocation's time.
 HTTP_SINK_ATTEMPTS = 3
+#: The longest an append to a dead-letter file waits for `replay`'s lock on it (less when the
+#: invocation's time is short); a replay holds it for one rewrite: a read, an fsync, a rename.
+FILE_SINK_LOCK_WAIT_S = 5.0
+#: How often a waiting append tries the lock again.
+FILE_SINK_LOCK_POLL_S = 0.005
+#: Times one append opens the file again after a replay replaced it while the append waited.
+FILE_SINK_REOPENS = 8
 
 
 class DeadLetterError(RuntimeError):
@@ -107,7 +116,12 @@ class LogSink:
 
 
 class FileSink:
-    """Dead letters appended to a JSON Lines file, flushed and fsync'd before returning."""
+    """Dead letters appended to a JSON Lines file, flushed and fsync'd before returning.
+
+    Each append holds a shared flock on the file (where the system has `fcntl`): `replay`
+    rewrites the file under an exclusive one and renames its copy into place, so an append
+    that waited for it finds the path naming another file, and appends to that one instead.
+    """
 
     def __init__(self, path: Path) -> None:
         _check_writable(path)
@@ -116,19 +130,26 @@ class FileSink:
         self.seconds_per_record = 20e-6
         self._lock = asyncio.Lock()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, wait_s: float = FILE_SINK_LOCK_WAIT_S) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_NONBLOCK: a FIFO put in the file's place fails at once instead of blocking forever.
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
-        fd = os.open(self.path, flags, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        until = time.monotonic() + wait_s
+        for _ in range(FILE_SINK_REOPENS):
+            fd = os.open(self.path, flags, 0o600)
+            try:
+                _lock_shared(fd, until)
+                if not _names(self.path, fd):
+                    continue  # replaced (by a replay) while this waited: append to its successor
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+                return
+            finally:
+                os.close(fd)  # closing releases the lock
+        raise OSError(errno.EAGAIN, "the file was replaced again and again while appending")
 
     async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
         """Append the records as whole lines in one write, then fsync."""
@@ -137,11 +158,14 @@ class FileSink:
         # ASCII JSON: no character inside a record (U+0085, U+2028, a lone surrogate) can look
         # like a line break to a reader or fail to encode.
         data = "".join(json.dumps(r) + "\n" for r in records).encode("ascii")
+        wait_s = FILE_SINK_LOCK_WAIT_S
+        if deadline is not None:
+            wait_s = min(wait_s, max(deadline - asyncio.get_running_loop().time(), 0.0))
         async with self._lock:
             try:
                 # On a worker thread: a slow disk's fsync must not hold the loop (and every
                 # other invocation on it).
-                await asyncio.to_thread(self._append, data)
+                await asyncio.to_thread(self._append, data, wait_s)
             except OSError as exc:
                 raise DeadLetterError(
                     f"cannot write dead letters to {self.path}: {exc.strerror}"
@@ -149,6 +173,40 @@ class FileSink:
 
     async def aclose(self) -> None:
         """Nothing to release: each write opens and closes the file."""
+
+
+def _lock_shared(fd: int, until: float) -> None:
+    """Take a shared flock on `fd`, waiting for an exclusive holder until `until` (monotonic).
+
+    Raises OSError when the wait runs out. Where flock is missing or the file system refuses it,
+    the append goes on without the lock, as it always did.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= until:
+                raise OSError(
+                    errno.EWOULDBLOCK, "locked (by a replay rewriting it?) for too long"
+                ) from None
+            time.sleep(FILE_SINK_LOCK_POLL_S)
+        except OSError:  # no locks on this file system (EBADF, ENOLCK, EOPNOTSUPP …)
+            return
+
+
+def _names(path: Path, fd: int) -> bool:
+    """True when `path` still names the file open as `fd`."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _check_writable(path: Path) -> None:

@@ -24,12 +24,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from handler import redaction
+from handler.commands.table import printable
 from handler.config import Config, ConfigError
 from handler.ecs.reply import message_of
 
 if TYPE_CHECKING:
     from handler.ecs.api import ComputeApi
     from handler.ecs.client import EcsClient
+    from handler.ecs.keystone import KeystoneError
 
 __all__ = ["Diagnosis", "Exchange", "Target", "Verdict", "diagnose", "run_check"]
 
@@ -75,7 +77,7 @@ class Target:
     endpoint: str
     project_id: str
     api: ComputeApi
-    #: `AK/SK`, `token` or `credentials` (how the requests were authenticated).
+    #: `AK/SK`, `token`, `Keystone password` or `credentials` (how requests were authenticated).
     auth: str = "AK/SK"
     timeout_s: float = 10.0
 
@@ -105,6 +107,7 @@ _TOKEN_EXPIRED = re.compile(
 )
 _SIGNATURE_EXPIRED = re.compile(r"signature expired|x-sdk-date", re.IGNORECASE)
 _PROJECT = re.compile(r"project", re.IGNORECASE)
+_CREDENTIAL_CODES = re.compile(r"apigw?\.030[13]\b", re.IGNORECASE)
 _CREDENTIAL_MARKERS = re.compile(
     r"apigw\.030[13]|apig\.030[13]|signature|aksk|ak/sk|secretkey|access key|"
     r"authentication|x-auth-token|decrypt token|ak not exist",
@@ -169,7 +172,7 @@ def clock_skew_s(headers: Mapping[str, str], now: dt.datetime) -> float | None:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
@@ -256,6 +259,11 @@ def _ok(body: bytes, headers: Mapping[str, str], target: Target, now: dt.datetim
 
 
 def _credentials_hint(target: Target) -> str:
+    if target.auth == KEYSTONE_AUTH:
+        return (
+            "the compute API refused a Keystone token just taken: is the endpoint (ECS_ENDPOINT, "
+            "or the catalog's) in the cloud and region of OS_AUTH_URL?"
+        )
     if target.auth == "token":
         return "ECS_AUTH_TOKEN is not a valid token here: take a new one for this region"
     if target.auth == "AK/SK":
@@ -281,12 +289,18 @@ def _refused(
             "be within 15 min of its clock: set this machine's clock right (NTP)",
         )
     if _TOKEN_EXPIRED.search(text):
-        what = (
-            "the temporary credentials expired: take new HUAWEICLOUD_SDK_AK/SK and "
-            "HUAWEICLOUD_SDK_SECURITY_TOKEN"
-            if signed
-            else "take a new ECS_AUTH_TOKEN (IAM tokens last 24 hours)"
-        )
+        if target.auth == KEYSTONE_AUTH:
+            what = (
+                "the Keystone token was renewed and still refused as expired: check this "
+                "machine's clock, and that the endpoint trusts the Keystone of OS_AUTH_URL"
+            )
+        elif signed:
+            what = (
+                "the temporary credentials expired: take new HUAWEICLOUD_SDK_AK/SK and "
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN"
+            )
+        else:
+            what = "take a new ECS_AUTH_TOKEN (IAM tokens last 24 hours)"
         return Diagnosis(Verdict.TOKEN_EXPIRED, f"token expired: {answer}: {what}")
     skew = clock_skew_s(headers, now)
     if signed and skew is not None and abs(skew) > GATEWAY_SKEW_S:
@@ -295,12 +309,17 @@ def _refused(
             f"clock skew: {_skew_text(skew)}; the gateway refuses signatures whose X-Sdk-Date "
             f"is more than 15 min off ({answer}): set this machine's clock right (NTP)",
         )
-    if _PROJECT.search(text):
+    # The gateway's own credential codes first: its message may echo the signed headers,
+    # `x-project-id` among them, which is no project mismatch.
+    credentials = _CREDENTIAL_CODES.match(_code_of(body) or "") is not None
+    if not credentials and _PROJECT.search(text):
         return Diagnosis(Verdict.PROJECT, _project_line(answer, target))
-    if status == 401 or _CREDENTIAL_MARKERS.search(text):
-        label = {"AK/SK": "signature rejected", "token": "token rejected"}.get(
-            target.auth, "credentials rejected"
-        )
+    if credentials or status == 401 or _CREDENTIAL_MARKERS.search(text):
+        label = {
+            "AK/SK": "signature rejected",
+            "token": "token rejected",
+            KEYSTONE_AUTH: "token rejected",
+        }.get(target.auth, "credentials rejected")
         return Diagnosis(Verdict.CREDENTIALS, f"{label}: {answer}: {_credentials_hint(target)}")
     return Diagnosis(
         Verdict.FORBIDDEN,
@@ -311,6 +330,12 @@ def _refused(
 
 
 def _project_line(answer: str, target: Target) -> str:
+    if target.auth == KEYSTONE_AUTH:
+        return (
+            f"project mismatch: {answer}: project {target.project_id} is not one the Keystone "
+            "token may use here (it is scoped to OS_PROJECT_ID or OS_PROJECT_NAME; "
+            "HUAWEICLOUD_SDK_PROJECT_ID must be that project)"
+        )
     return (
         f"project mismatch: {answer}: HUAWEICLOUD_SDK_PROJECT_ID {target.project_id} is not a "
         "project these credentials may use in this region (take the project id of the "
@@ -335,7 +360,10 @@ def diagnose(
     if where:
         head, sep, rest = line.partition(": ")
         line = f"{head}{where}{sep}{rest}"
-    return Diagnosis(diagnosis.verdict, redaction.current().text(" ".join(line.split())))
+    # One line, no secret, and no control character from an answer (an ESC sequence in an
+    # error body would rewrite the operator's terminal).
+    line = redaction.current().text(" ".join(line.split()))
+    return Diagnosis(diagnosis.verdict, printable(line))
 
 
 def _diagnose(
@@ -378,10 +406,32 @@ def _diagnose(
     )
 
 
+def _keystone(error: KeystoneError, target: Target) -> Diagnosis:
+    """No token from Keystone, or no compute endpoint in its catalog."""
+    text = _one_line(str(error), 400)
+    if error.reason == "password":
+        return Diagnosis(Verdict.CREDENTIALS, f"password rejected: {text}")
+    if error.reason == "refused":
+        return Diagnosis(Verdict.FORBIDDEN, f"permission denied: {text}")
+    if error.reason == "catalog":
+        return Diagnosis(Verdict.CONFIG, f"catalog without compute: {text}")
+    cause = error.__cause__
+    if error.reason == "unavailable" and error.status is None:
+        why = _unreachable_why(cause, target.timeout_s) if cause is not None else None
+        head = f"keystone unreachable: {why} ({text})" if why else f"keystone unreachable: {text}"
+        return Diagnosis(
+            Verdict.UNREACHABLE, f"{head}; check OS_AUTH_URL, the network and any proxy"
+        )
+    return Diagnosis(Verdict.API, f"unexpected answer: {text}")
+
+
 def _failed(error: BaseException | None, target: Target) -> Diagnosis:
     """No answer: a network failure, missing credentials or a bug."""
+    from handler.ecs.keystone import KeystoneError
     from handler.ecs.signing import CredentialsUnavailableError
 
+    if isinstance(error, KeystoneError):
+        return _keystone(error, target)
     if isinstance(error, CredentialsUnavailableError):
         return Diagnosis(Verdict.CONFIG, f"config invalid: {error}")
     if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
@@ -442,8 +492,14 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+#: How `Target.auth` names Keystone password authentication (OS_AUTH_URL).
+KEYSTONE_AUTH = "Keystone password"
+
+
 def auth_kind(config: Config) -> str:
-    """How the configuration authenticates: `token`, `AK/SK` or `credentials` (another way)."""
+    """How requests are authenticated: `token`, `AK/SK`, `Keystone password` or `credentials`."""
+    if config.password_auth:
+        return KEYSTONE_AUTH
     if config.ecs_auth_token is not None:
         return "token"
     if config.huaweicloud_sdk_ak is not None:
@@ -470,31 +526,38 @@ def run_check(
 ) -> Diagnosis:
     """Build the function's runtime from `config`, send the one read-only call, diagnose it."""
     from handler.ecs.client import ComputeApiError
+    from handler.ecs.keystone import KeystoneError
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.ecs.transport import AdaptiveTransport, proxy_error
     from handler.runtime import Runtime
 
     now = clock or _wall_clock
-    if transport is None and (problem := proxy_error(config.endpoint)):
-        return Diagnosis(Verdict.CONFIG, f"config invalid: {problem}")
+    for url in (config.endpoint, config.os_auth_url):
+        if transport is None and url is not None and (problem := proxy_error(url)):
+            return Diagnosis(Verdict.CONFIG, f"config invalid: {problem}")
     recorder = RecordingTransport(transport or AdaptiveTransport(max_connections=2), now)
     try:
         # One attempt: a check reports what the first answer says, it does not retry into it.
         runtime = Runtime(config.model_copy(update={"max_attempts": 1}), transport=recorder)
     except ConfigError as exc:
         return config_diagnosis(exc)
-    target = Target(
-        endpoint=config.endpoint,
-        project_id=config.huaweicloud_sdk_project_id,
-        api=runtime.client.api,
-        auth=auth_kind(config),
-        timeout_s=config.request_timeout_s,
-    )
+    # With OS_AUTH_URL, the endpoint (and with OS_PROJECT_NAME alone, the project) is the
+    # token's: known once Keystone has answered.
+    seen = {
+        "endpoint": config.endpoint or "the Keystone catalog's compute endpoint",
+        "project_id": config.project_id or "(the Keystone token's)",
+    }
+
+    async def probe() -> None:
+        client = runtime.client
+        if runtime.keystone is not None:
+            seen["project_id"] = config.project_id or await runtime.keystone.project_id()
+            seen["endpoint"] = await client.base_url()
+        await _first_page(client, seen["project_id"])
+
     caught: BaseException | None = None
     try:
-        future = asyncio.run_coroutine_threadsafe(
-            _first_page(runtime.client, target.project_id), runtime.loop
-        )
+        future = asyncio.run_coroutine_threadsafe(probe(), runtime.loop)
         try:
             future.result(timeout=config.request_timeout_s * 3 + 5)
         except (ComputeApiError, CredentialsUnavailableError, httpx.HTTPError) as exc:
@@ -504,7 +567,16 @@ def run_check(
             caught = exc
     finally:
         runtime.close()
-    if not recorder.exchanges:
+    target = Target(
+        endpoint=seen["endpoint"],
+        project_id=seen["project_id"],
+        api=runtime.client.api,
+        auth=auth_kind(config),
+        timeout_s=config.request_timeout_s,
+    )
+    if isinstance(caught, ComputeApiError) and isinstance(caught.__cause__, KeystoneError):
+        caught = caught.__cause__
+    if not recorder.exchanges or isinstance(caught, KeystoneError):
         return diagnose(None, {}, b"", caught, target=target, now=now())
     last = recorder.exchanges[-1]
     return diagnose(

@@ -129,7 +129,18 @@ def failed(summary: dict[str, Any]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `ecs-metadata-janitor cleanup`; return the exit status."""
+    """Run `ecs-metadata-janitor cleanup`; return the exit status (130 on Ctrl-C, any time)."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # listing, deleting, or starting or stopping the sandbox
+        common.error(
+            "interrupted: deletes already sent stand, nothing more is sent; deletes are "
+            "idempotent, so running the same cleanup again finishes the job"
+        )
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     from handler.config import ConfigError
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext
@@ -166,12 +177,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             with common.reporting(display):
                 done = runtime.run(event, FakeContext(args.remaining_ms))
-        except KeyboardInterrupt:
-            common.error(
-                "interrupted: deletes already sent stand, nothing more is sent; deletes are "
-                "idempotent, so running the same cleanup again finishes the job"
-            )
-            return INTERRUPTED
         except CredentialsUnavailableError as exc:
             common.error(str(exc))
             return 2

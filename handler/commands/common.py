@@ -12,6 +12,7 @@ from typing import Any
 
 from handler import logs, redaction
 from handler.commands.progress import ProgressDisplay
+from handler.commands.table import printable
 from handler.config import Config, load_config
 from handler.engine import PROGRESS
 
@@ -21,22 +22,20 @@ QUIET_LEVEL = "WARNING"
 
 
 def error(text: str) -> None:
-    """One `error:` line on stderr, redacted, whatever characters it holds."""
-    line = f"error: {redaction.current().text(text)}"
-    print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+    """One `error:` line on stderr, redacted, its control characters escaped."""
+    print(printable(f"error: {redaction.current().text(text)}"), file=sys.stderr)
 
 
 def out(line: str) -> None:
-    """One line on stdout, redacted, whatever characters it holds."""
-    text = redaction.current().text(line)
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stdout)
+    """One line on stdout, redacted, its control characters escaped."""
+    print(printable(redaction.current().text(line)), file=sys.stdout)
 
 
 def endpoint_configured() -> bool:
-    """True when the environment names an endpoint (ECS_ENDPOINT or HUAWEICLOUD_SDK_REGION)."""
-    return bool(
-        os.environ.get("ECS_ENDPOINT", "").strip()
-        or os.environ.get("HUAWEICLOUD_SDK_REGION", "").strip()
+    """True when the environment names an endpoint: ECS_ENDPOINT, a region or OS_AUTH_URL."""
+    return any(
+        os.environ.get(name, "").strip()
+        for name in ("ECS_ENDPOINT", "HUAWEICLOUD_SDK_REGION", "OS_AUTH_URL")
     )
 
 

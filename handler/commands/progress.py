@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any, Literal, TextIO, cast
 
+from handler.commands.table import printable_json
 from handler.engine import Progress
 from handler.outcomes import Result
 
@@ -172,7 +173,8 @@ class ProgressDisplay:
         print(f"… {text}", file=self.stream, flush=True)
 
     def write_above(self, text: str) -> None:
-        """Write text (whole lines) without tearing the bars."""
+        """Write text (whole lines) without tearing the bars, its control characters escaped."""
+        text = printable_json(text)  # JSON log lines keep C1 controls and DEL raw
         tqdm = self._tqdm
         if tqdm is None or (self._list_bar is None and self._pair_bar is None):
             self.stream.write(text)

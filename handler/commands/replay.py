@@ -10,8 +10,13 @@ nothing: every record not yet settled is still in the file; at worst a few alrea
 remain there, and the next replay finds them absent.
 
 Lines appended to the file while a replay runs (the function writing new dead letters) are
-noticed before each rewrite and kept. One replay at a time runs per directory (an advisory lock
-on the directory, where the system has `fcntl`).
+noticed before each rewrite and kept: the file is locked (flock, exclusive) from the last read
+of its tail until the rename, and the function's FileSink takes the lock for each append, then
+appends to whatever file the path names by then. One replay at a time runs per directory (an
+advisory lock on the directory). Both locks where the system has `fcntl`.
+
+A symlink is followed: the file it points to is rewritten, the link stays. Anything but a
+regular file (a FIFO, a device) is refused before a byte is read.
 """
 
 from __future__ import annotations
@@ -138,57 +143,103 @@ def read_lines(data: bytes, first_number: int = 1) -> list[Line]:
     return [parse_line(first_number + index, raw) for index, raw in enumerate(raws)]
 
 
+def resolve(path: Path) -> Path:
+    """The file a path names, symlinks followed: the one to read, lock and replace."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before 3.13
+        raise ReplayError(f"cannot resolve {path}: {exc}") from None
+
+
+def _read_from(fd: int, offset: int) -> bytes:
+    """Everything an open file holds from `offset` on."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @dataclass(slots=True)
 class DeadLetterFile:
-    """The file being replayed: its lines, and what was read of it (to notice appends)."""
+    """The file being replayed: its lines, and what was read of it (to notice appends).
+
+    `path` is the file itself (symlinks resolved), `name` the path as given (for messages).
+    """
 
     path: Path
     lines: list[Line]
     size: int
     identity: tuple[int, int]
     mode: int
+    owner: tuple[int, int] = (-1, -1)
+    name: Path | None = None
 
     @classmethod
     def open(cls, path: Path) -> DeadLetterFile:
-        """Read the whole file, or raise ReplayError saying why it cannot be."""
+        """Read the whole file, or raise ReplayError saying why it cannot be.
+
+        Anything but a regular file is refused at once: opened without blocking (a FIFO with
+        no writer would hold open() forever), then checked before a byte is read.
+        """
+        real = resolve(path)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            with path.open("rb") as handle:
-                status = os.fstat(handle.fileno())
-                if not stat.S_ISREG(status.st_mode):
-                    raise ReplayError(f"{path} is not a regular file")
-                data = handle.read()
+            fd = os.open(real, flags)
         except FileNotFoundError:
             raise ReplayError(f"no dead-letter file {path}") from None
         except IsADirectoryError:
             raise ReplayError(f"{path} is a directory, not a dead-letter file") from None
         except OSError as exc:
             raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):
+                raise ReplayError(f"{path} is a directory, not a dead-letter file")
+            if not stat.S_ISREG(status.st_mode):
+                raise ReplayError(f"{path} is not a regular file: not a dead-letter file")
+            data = _read_from(fd, 0)
+        except OSError as exc:
+            raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
         return cls(
-            path,
+            real,
             read_lines(data),
             len(data),
             (status.st_dev, status.st_ino),
             stat.S_IMODE(status.st_mode),
+            (status.st_uid, status.st_gid),
+            path,
         )
 
-    def _tail(self) -> None:
-        """Take in what was appended since the file was read (kept, not replayed)."""
+    @property
+    def shown(self) -> Path:
+        """The path to name in messages: as the operator gave it."""
+        return self.name if self.name is not None else self.path
+
+    def _same_file(self, fd: int) -> None:
+        """Raise ReplayError unless `fd` and the path both still name the file read."""
         try:
-            status = self.path.stat()
+            named = self.path.stat()
         except FileNotFoundError:
             raise ReplayError(
-                f"{self.path} disappeared during the replay: stopped, nothing rewritten"
+                f"{self.shown} disappeared during the replay: stopped, nothing rewritten"
             ) from None
-        if (status.st_dev, status.st_ino) != self.identity or status.st_size < self.size:
+        opened = os.fstat(fd)
+        identities = {(s.st_dev, s.st_ino) for s in (named, opened)}
+        if identities != {self.identity} or opened.st_size < self.size:
             raise ReplayError(
-                f"{self.path} was replaced or truncated during the replay: stopped, nothing "
+                f"{self.shown} was replaced or truncated during the replay: stopped, nothing "
                 "rewritten (the records not settled are still in it or in its successor)"
             )
-        if status.st_size == self.size:
+
+    def _tail(self, fd: int) -> None:
+        """Take in what was appended since the file was read (kept, not replayed)."""
+        self._same_file(fd)
+        tail = _read_from(fd, self.size)
+        if not tail:
             return
-        with self.path.open("rb") as handle:
-            handle.seek(self.size)
-            tail = handle.read()
         number = (self.lines[-1].number + 1) if self.lines else 1
         for line in read_lines(tail, number):
             line.appended = True
@@ -201,42 +252,91 @@ class DeadLetterFile:
         return b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in kept)
 
     def rewrite(self) -> None:
-        """Replace the file, atomically, with the lines still unsettled."""
-        self._tail()
-        directory = self.path.parent
-        fd, temporary = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".replay", dir=directory
-        )
+        """Replace the file, atomically, with the lines still unsettled.
+
+        The file is locked (flock, exclusive) from the last read of its tail until the rename:
+        the function's FileSink takes the lock for each append, so a dead letter written
+        meanwhile waits, then goes to the new file, never to the one replaced. The copy keeps
+        the file's mode and (where allowed) its owner.
+
+        Raises ReplayError (the file left as it was) when it cannot be.
+        """
         try:
-            with os.fdopen(fd, "wb") as handle:
-                for _ in range(_TAIL_ROUNDS):
-                    data = self.kept_bytes()
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.write(data)
-                    before = self.size
-                    self._tail()  # a writer appended meanwhile: take it in, write again
-                    if self.size == before:
-                        break
-                else:
-                    raise ReplayError(
-                        f"{self.path} keeps growing while it is rewritten (is the function "
-                        "writing dead letters to it?): stopped before replacing it"
-                    )
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(OSError):
-                Path(temporary).chmod(self.mode)
-            Path(temporary).replace(self.path)  # atomic: os.replace
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(temporary).unlink()
-            raise
+            self._replace()
+        except OSError as exc:  # a full disk, a read-only directory, an I/O error
+            raise ReplayError(
+                f"cannot rewrite {self.shown}: {exc.strerror or exc}: stopped, nothing "
+                "rewritten (the records not settled are still in it)"
+            ) from None
+
+    def _replace(self) -> None:
+        with _exclusively(self.path, self.shown) as fd:
+            self._tail(fd)
+            directory = self.path.parent
+            tfd, temporary = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".replay", dir=directory
+            )
+            try:
+                with os.fdopen(tfd, "wb") as handle:
+                    with contextlib.suppress(OSError):  # PermissionError unless root
+                        os.fchown(handle.fileno(), *self.owner)
+                    with contextlib.suppress(OSError):
+                        os.fchmod(handle.fileno(), self.mode)
+                    for _ in range(_TAIL_ROUNDS):
+                        data = self.kept_bytes()
+                        handle.seek(0)
+                        handle.truncate()
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                        before = self.size
+                        # A writer that takes no lock appended meanwhile: take it in, again.
+                        self._tail(fd)
+                        if self.size == before:
+                            break
+                    else:
+                        raise ReplayError(
+                            f"{self.shown} keeps growing while it is rewritten (is something "
+                            "writing to it without the lock?): stopped before replacing it"
+                        )
+                    written = os.fstat(handle.fileno())
+                Path(temporary).replace(self.path)  # atomic: os.replace
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(temporary).unlink()
+                raise
         _sync_directory(directory)
-        status = self.path.stat()
-        self.identity = (status.st_dev, status.st_ino)
+        self.identity = (written.st_dev, written.st_ino)
         self.size = len(data)
         self.lines = [line for line in self.lines if not line.settled and not line.blank]
+
+
+@contextlib.contextmanager
+def _exclusively(path: Path, shown: Path) -> Iterator[int]:
+    """Open the file and hold an exclusive flock on it (where the system has `fcntl`)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ReplayError(
+            f"{shown} disappeared during the replay: stopped, nothing rewritten"
+        ) from None
+    except OSError as exc:
+        raise ReplayError(f"cannot read {shown}: {exc.strerror or exc}") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX: no lock
+            pass
+        else:
+            # Appenders hold the lock for one write and its fsync: a short wait at most. A
+            # file system without locks (EBADF, ENOLCK …): the tail read before the rename
+            # still catches all but the last instant's appends, as it always did.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _sync_directory(directory: Path) -> None:
@@ -272,6 +372,8 @@ def directory_lock(path: Path) -> Iterator[None]:
             raise ReplayError(
                 f"another replay is running in {directory}: wait for it to finish"
             ) from None
+        except OSError as exc:
+            raise ReplayError(f"cannot lock {directory}: {exc.strerror or exc}") from None
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -442,13 +544,13 @@ def summary_line(replay: Replay, *, interrupted: bool = False) -> str:
     if replay.dry_run:
         return (
             f"dry run: {len(replay.pairs)} pair(s) in {records} record(s) would be replayed"
-            f"{kept_extra}; nothing was sent and {replay.file.path} is untouched"
+            f"{kept_extra}; nothing was sent and {replay.file.shown} is untouched"
         )
     remaining = sum(1 for ln in replay.file.lines if not ln.blank)
     text = (
         f"replayed {replayed} pair(s) in {records} record(s): {settled} settled "
         f"({removed} record(s) removed), {replayed - settled} still unsettled (kept)"
-        f"{kept_extra}; {replay.file.path} now holds {remaining} line(s)"
+        f"{kept_extra}; {replay.file.shown} now holds {remaining} line(s)"
     )
     if interrupted:
         text += (
@@ -459,7 +561,18 @@ def summary_line(replay: Replay, *, interrupted: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `ecs-metadata-janitor replay`; return the exit status."""
+    """Run `ecs-metadata-janitor replay`; return the exit status (130 on Ctrl-C, any time)."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # reading, starting or stopping the sandbox, or reporting
+        common.error(
+            f"interrupted: every record not yet settled is still in {args.file}: run replay "
+            "again to go on"
+        )
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     from handler.config import ConfigError
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext
@@ -478,8 +591,8 @@ def run(args: argparse.Namespace) -> int:
     display = ProgressDisplay(resolve_mode(args.progress, sys.stderr), sys.stderr)
     with contextlib.ExitStack() as stack:
         try:
-            if not args.dry_run:
-                stack.enter_context(directory_lock(path))
+            if not args.dry_run:  # the directory the file is in, past any symlink
+                stack.enter_context(directory_lock(resolve(path)))
             replay = Replay(DeadLetterFile.open(path), args.dry_run, args.chunk_size)
         except ReplayError as exc:
             common.error(str(exc))
