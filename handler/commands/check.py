@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import enum
 import json
 import re
@@ -26,7 +25,7 @@ import httpx
 from handler import redaction
 from handler.commands.table import printable
 from handler.config import Config, ConfigError
-from handler.ecs.reply import message_of
+from handler.ecs.reply import http_date, message_of
 
 if TYPE_CHECKING:
     from handler.ecs.api import ComputeApi
@@ -170,13 +169,8 @@ def clock_skew_s(headers: Mapping[str, str], now: dt.datetime) -> float | None:
     value = _header(headers, "date")
     if not value:
         return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return (now - when).total_seconds()
+    when = http_date(value)
+    return None if when is None else (now - when).total_seconds()
 
 
 def _duration(seconds: float) -> str:

@@ -141,10 +141,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from handler.config import ConfigError
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext
-    from handler.runtime import DeadLetterWriteError, Runtime
+    from handler.runtime import DeadLetterWriteError
 
     selector = selector_of(args)
     problem = _selector_problem(selector)
@@ -162,14 +161,9 @@ def _run(args: argparse.Namespace) -> int:
     display = ProgressDisplay(resolve_mode(args.progress, sys.stderr), sys.stderr)
     with contextlib.ExitStack() as stack:
         try:
-            config, _sandbox = common.load(stack, sandbox=use_sandbox, seed=args.seed)
-            runtime = Runtime(config)
-        except ConfigError as exc:
-            common.error(str(exc))
-            return 2
-        stack.callback(runtime.close)
-        try:
-            common.send_logs(stack, args.log_file, display)
+            runtime = common.start(
+                stack, display, sandbox=use_sandbox, seed=args.seed, log_file=args.log_file
+            )
         except common.CommandError as exc:
             common.error(str(exc))
             return 2

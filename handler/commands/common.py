@@ -8,13 +8,17 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler import logs, redaction
 from handler.commands.progress import ProgressDisplay
 from handler.commands.table import printable
-from handler.config import Config, load_config
+from handler.config import Config, ConfigError, load_config
 from handler.engine import PROGRESS
+
+if TYPE_CHECKING:
+    from handler.deadletter import DeadLetterSink
+    from handler.runtime import Runtime
 
 #: The function's log level for operator commands when POWERTOOLS_LOG_LEVEL is not set: the
 #: table says what became of each pair; warnings, errors and dead letters are still logged.
@@ -62,6 +66,32 @@ def load(
 
 class CommandError(Exception):
     """A command cannot start (an argument it cannot use); the message is one line."""
+
+
+def start(
+    stack: contextlib.ExitStack,
+    display: ProgressDisplay,
+    *,
+    sandbox: bool,
+    seed: Path | None,
+    log_file: Path | None,
+    sink: DeadLetterSink | None = None,
+) -> Runtime:
+    """A runtime for a command (closed with the stack), its logs sent where asked.
+
+    Raises CommandError for a configuration that cannot be used or a log file that cannot be
+    opened.
+    """
+    from handler.runtime import Runtime
+
+    try:
+        config, _sandbox = load(stack, sandbox=sandbox, seed=seed)
+        runtime = Runtime(config, sink=sink)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    stack.callback(runtime.close)
+    send_logs(stack, log_file, display)
+    return runtime
 
 
 def send_logs(stack: contextlib.ExitStack, log_file: Path | None, display: ProgressDisplay) -> None:

@@ -573,10 +573,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from handler.config import ConfigError
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext
-    from handler.runtime import Runtime
 
     if args.chunk_size < 1:
         common.error("--chunk-size must be at least 1")
@@ -604,14 +602,14 @@ def _run(args: argparse.Namespace) -> int:
             common.out(f"nothing to replay in {path}: no record names a pair; {kept} line(s) kept")
             return 1 if kept else 0
         try:
-            config, _sandbox = common.load(stack, sandbox=bool(args.sandbox), seed=args.seed)
-            runtime = Runtime(config, sink=MemorySink())
-        except ConfigError as exc:
-            common.error(str(exc))
-            return 2
-        stack.callback(runtime.close)
-        try:
-            common.send_logs(stack, args.log_file, display)
+            runtime = common.start(
+                stack,
+                display,
+                sandbox=bool(args.sandbox),
+                seed=args.seed,
+                log_file=args.log_file,
+                sink=MemorySink(),
+            )
         except common.CommandError as exc:
             common.error(str(exc))
             return 2

@@ -34,6 +34,15 @@ class Reply:
     request_id: str | None = None
 
 
+def http_date(value: str) -> dt.datetime | None:
+    """An HTTP date (`Date`, `Retry-After`) as an aware datetime, or None if it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):  # a huge year overflows
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
     """Return Retry-After in seconds (from seconds or an HTTP date), clamped to 0..30, or None."""
     if value is None:
@@ -43,12 +52,9 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
+        when = http_date(value)
+        if when is None:
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
         seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
     if seconds != seconds:  # NaN
         return None
