@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -41,9 +42,20 @@ class DeadLetterError(RuntimeError):
     `stored` records, the first ones given, were stored before the failure.
     """
 
-    def __init__(self, message: str, *, stored: int = 0) -> None:
+    def __init__(
+        self, message: str, *, stored: int = 0, unstored: Sequence[int] | None = None
+    ) -> None:
         super().__init__(message)
         self.stored = stored
+        #: The records not stored, by index, when they are not simply all after `stored` (a
+        #: queue may refuse entries in the middle of a batch).
+        self.unstored = None if unstored is None else tuple(unstored)
+
+    def unstored_of(self, count: int) -> list[int]:
+        """The indices, among `count` records given, of those not stored."""
+        if self.unstored is not None:
+            return [index for index in self.unstored if 0 <= index < count]
+        return list(range(min(self.stored, count), count))
 
 
 def make_record(

@@ -356,12 +356,15 @@ async def _write_dead_letters(
         await sink.write(records, deadline=deadline)
         return
     except DeadLetterError as exc:
-        stored, error = exc.stored, str(exc)
+        unstored, error = exc.unstored_of(len(owners)), str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug in a sink must not lose the units
-        stored, error = 0, f"{sink.description}: {type(exc).__name__}: {exc}"
+        unstored, error = (
+            list(range(len(owners))),
+            f"{sink.description}: {type(exc).__name__}: {exc}",
+        )
     error = redaction.current().text(error)
-    failed = {id(report): report for report in owners[stored:]}
-    _log.error("dead letters not written", error=error, count=len(letters) - stored)
+    failed = {id(owners[index]): owners[index] for index in unstored}
+    _log.error("dead letters not written", error=error, count=len(unstored))
     redeliver = job.source.on_transient is not OnTransient.DEAD_LETTER
     for report in failed.values():
         report.dead_letter_error = error

@@ -254,6 +254,21 @@ def test_a_dead_letter_failure_maps_back_to_the_units_whose_records_were_not_sto
     assert summary["dead_lettered"] == 1
 
 
+def test_records_refused_in_the_middle_of_a_write_fail_exactly_their_units() -> None:
+    class Partial(FakeSink):
+        async def write(
+            self, records: list[dict[str, Any]], *, deadline: float | None = None
+        ) -> None:
+            self.records.extend(r for i, r in enumerate(records) if i != 1)
+            raise DeadLetterError("entry 1 Failed", unstored=[1])  # as an SQS batch may
+
+    units = [unit("u1", INVALID), unit("u2", INVALID), unit("u3", INVALID)]
+    reports, _, sink = run(FakeSource(), units, sink=Partial())
+    assert [r["source"]["id"] for r in sink.records] == ["u1", "u3"]
+    assert reports["u2"].redeliver and "entry 1 Failed" in str(reports["u2"].dead_letter_error)
+    assert not reports["u1"].redeliver and not reports["u3"].redeliver
+
+
 def test_a_sink_that_raises_anything_fails_every_unit_with_records() -> None:
     sink = FakeSink(error=RuntimeError("a bug in the sink"))
     units = [unit("u1", INVALID), unit("u2", pair_body(OK_1, "k")), unit("u3", INVALID)]
