@@ -1,4 +1,4 @@
-"""The `ecs-metadata-janitor` command line: sandbox, invoke, demo, check, cleanup, replay."""
+"""The `ecs-metadata-janitor` command line: sandbox, invoke, demo, check, cleanup, replay, drain."""
 
 from __future__ import annotations
 
@@ -128,6 +128,43 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_sandbox_flags(replay, implicit=False)
     _add_output_flags(replay)
+
+    drain = sub.add_parser(
+        "drain",
+        help="feed a queue's messages to the function as SQS events; delete what it settles",
+        description="Receive messages from an SQS queue, invoke the function with an SQS event "
+        "of each batch (as Lambda's poller does), and delete the messages not in the answer's "
+        "batchItemFailures; those stay and come back after the queue's visibility timeout. "
+        "Stops when the queue gives nothing more. With the sandbox, QUEUE may be a queue name; "
+        "otherwise a full queue URL, signed for with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_SESSION_TOKEN and AWS_REGION (endpoint: AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL, "
+        "else the URL's host). Exit status: 0 the queue is empty and every message received "
+        "was deleted, 1 messages were handed back (or more may be left), 2 bad arguments, "
+        "configuration or queue, 130 interrupted.",
+    )
+    drain.add_argument("queue", metavar="QUEUE", help="a queue name (sandbox) or a queue URL")
+    drain.add_argument(
+        "--batch-size",
+        type=int,
+        default=10,
+        metavar="N",
+        help="messages per receive and per invocation, 1 to 10 (10)",
+    )
+    drain.add_argument(
+        "--max-batches", type=int, metavar="N", help="stop after N batches (default: no limit)"
+    )
+    _add_sandbox_flags(drain, implicit=True)
+    drain.add_argument(
+        "--remaining-ms",
+        type=int,
+        help="the time each invocation may take (default: the queue's visibility timeout)",
+    )
+    drain.add_argument(
+        "--log-file",
+        type=Path,
+        help="append the function's JSON log lines here (default: stderr; the level is "
+        "WARNING unless POWERTOOLS_LOG_LEVEL is set)",
+    )
 
     demo = sub.add_parser("demo", help="walk through the sample events against a sandbox")
     demo.add_argument("--events", type=Path, default=Path("events"), help="folder of events")
@@ -280,6 +317,10 @@ def _run(args: argparse.Namespace) -> int:
         from handler.commands import replay
 
         return replay.run(args)
+    if args.command == "drain":
+        from handler.commands import drain
+
+        return drain.run(args)
     from handler.demo import run_demo
 
     return run_demo(args.events, args.out)

@@ -15,10 +15,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import ValidationError
 
-from handler.sandbox.errors import SandboxConfigError
+from handler.sandbox.errors import SandboxConfigError, describe_validation_error
 from handler.sandbox.faults import parse_faults, read_faults
-from handler.sandbox.seed import Seed, parse_seed, read_seed
+from handler.sandbox.seed import QueueFaultsSeed, Seed, parse_seed, read_seed
 from handler.sandbox.server import SandboxApp
 
 T = TypeVar("T")
@@ -124,6 +125,7 @@ class Sandbox:
         if self._thread is not None:
             raise RuntimeError("the sandbox is already running")
         sock = bind_socket(self._host, self._port)
+        self._app.set_base_url(base_url(self._host, sock))
         ready = threading.Event()
         failures: list[BaseException] = []
         thread = threading.Thread(
@@ -200,8 +202,35 @@ class Sandbox:
         return future.result()
 
     def state(self) -> dict[str, Any]:
-        """The current state in the seed's format (a deep copy)."""
-        return self._call(self._app.state.snapshot)
+        """The current state in the seed's format (a deep copy), with queues and topics."""
+        return self._call(self._app.snapshot)
+
+    @property
+    def aws(self) -> dict[str, Any] | None:
+        """The seeded AWS identity for SQS (the seed's `aws` section), or None."""
+        seeded = self._seed.aws
+        return None if seeded is None else seeded.model_dump()
+
+    def queue_url(self, name: str) -> str:
+        """The URL of a queue of this sandbox: `{url}/{account id}/{name}`."""
+        account = self._seed.aws.account_id if self._seed.aws is not None else "000000000000"
+        return f"{self.url}/{account}/{name}"
+
+    def topic_urn(self, name: str, project_id: str | None = None) -> str:
+        """The URN of a seeded SMN topic (the default project's unless told otherwise)."""
+        project = project_id or self.project_id
+        for topic in self._seed.topics:
+            if topic.name == name and topic.project_id == project:
+                return topic.topic_urn
+        raise KeyError(f"no topic {name} in project {project}")
+
+    def set_queue_faults(self, faults: Mapping[str, Any] | None) -> None:
+        """Replace the SQS/SMN faults (the seed's `queue_faults` format; None: none)."""
+        try:
+            config = QueueFaultsSeed.model_validate(dict(faults or {}))
+        except ValidationError as exc:
+            raise SandboxConfigError(f"queue_faults: {describe_validation_error(exc)}") from None
+        self._call(lambda: self._app.set_queue_faults(config))
 
     def requests(self) -> list[dict[str, Any]]:
         """The log of API requests received: method, path, query, status, fault, auth, ..."""
@@ -254,6 +283,7 @@ def serve_forever(
         print(f"{_PROG}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     app = SandboxApp(seed, faults, latency_ms=latency_ms)
+    app.set_base_url(base_url(host, sock))
     banner = _banner(base_url(host, sock), seed, seed_path, faults_path)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_signal(app, sock, banner))
@@ -298,5 +328,17 @@ def _banner(url: str, seed: Seed, seed_path: Path | None, faults_path: Path | No
                 f"    OS_PASSWORD={user.password}",
                 f"    OS_PROJECT_NAME={scope.name}",
             ]
+        aws = seed.aws
+        if aws is not None:
+            lines += [
+                "  SQS (AWS JSON protocol, SigV4; fake credentials):",
+                f"    AWS_ENDPOINT_URL_SQS={url}",
+                f"    AWS_ACCESS_KEY_ID={aws.access_key_id}",
+                f"    AWS_SECRET_ACCESS_KEY={aws.secret_access_key}",
+                f"    AWS_REGION={aws.region or 'us-east-1'}",
+            ]
+    account = seed.aws.account_id if seed.aws is not None else "000000000000"
+    lines += [f"  queue: {url}/{account}/{queue.name}" for queue in seed.queues]
+    lines += [f"  topic: {topic.topic_urn}" for topic in seed.topics]
     lines.append("  stop with Ctrl+C")
     return lines

@@ -1,4 +1,4 @@
-"""The seed: credentials and servers the sandbox starts with, and the documented demo seed."""
+"""The seed: credentials, servers, queues and topics the sandbox starts with; the demo seed."""
 
 from __future__ import annotations
 
@@ -38,11 +38,20 @@ VmState = Literal[
     "shelved_offloaded",
 ]
 
+#: The demo seed's queues and topic (issue 10): a work queue, a dead-letter queue, an SMN topic.
+DEMO_WORK_QUEUE = "janitor-work"
+DEMO_DLQ = "janitor-dlq"
+DEMO_DLQ_TOPIC = "janitor-dlq-topic"
+DEMO_AWS_ACCOUNT = "000000000000"
+#: The region of a topic's URN when the seed names none.
+DEFAULT_TOPIC_REGION = "sandbox-1"
+
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PROJECT = r"^[A-Za-z0-9_-]{1,64}$"
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 ProjectId = Annotated[str, Field(pattern=_PROJECT)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class CredentialsSeed(BaseModel):
@@ -96,6 +105,95 @@ class KeystoneSeed(BaseModel):
     token_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
+class AwsSeed(BaseModel):
+    """The AWS identity the sandbox's SQS accepts (SigV4, service `sqs`), and its account."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    access_key_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]
+    secret_access_key: NonEmpty
+    #: When set, every SQS request must carry it as X-Amz-Security-Token.
+    session_token: NonEmpty | None = None
+    #: The only region a signature may be scoped to; None: any region.
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] | None = None
+    account_id: Annotated[str, Field(pattern=r"^[0-9]{12}$")] = DEMO_AWS_ACCOUNT
+
+
+class MessageSeed(BaseModel):
+    """A message waiting in a seeded queue (`GET /_sandbox/state` shows them the same way)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    body: Annotated[str, Field(min_length=1)]
+    message_id: NonEmpty | None = None
+    #: SQS message attributes: {"name": {"DataType": "String", "StringValue": "..."}}.
+    message_attributes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    message_group_id: NonEmpty | None = None
+    message_deduplication_id: NonEmpty | None = None
+    receive_count: Annotated[int, Field(ge=0)] = 0
+    sent_timestamp_ms: Annotated[int, Field(ge=0)] | None = None
+    #: In flight (or delayed) for this many more seconds; None: visible now.
+    visible_after_s: Annotated[float, Field(ge=0)] | None = None
+
+
+class QueueSeed(BaseModel):
+    """An SQS queue the sandbox creates at start; a name ending in `.fifo` is a FIFO queue."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: NonEmpty
+    #: SQS queue attributes as CreateQueue takes them: {"VisibilityTimeout": "30", ...}.
+    attributes: dict[str, str] = Field(default_factory=dict)
+    messages: list[MessageSeed] = Field(default_factory=list)
+    # What GET /_sandbox/state adds, so that a state seeds a sandbox again; ignored here.
+    url: str | None = None
+    arn: str | None = None
+    visible: int | None = None
+    in_flight: int | None = None
+    delayed: int | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> QueueSeed:
+        from handler.sandbox.sqs import check_queue_seed  # sqs.py imports this module
+
+        self.attributes = check_queue_seed(self)
+        return self
+
+
+class TopicSeed(BaseModel):
+    """An SMN topic; its URN is `urn:smn:{region}:{project_id}:{name}`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")]
+    project_id: ProjectId | None = None
+    region: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = DEFAULT_TOPIC_REGION
+    #: What was published to it (as GET /_sandbox/state shows it), kept as it is.
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    #: What GET /_sandbox/state adds; ignored here.
+    urn: str | None = None
+
+    @property
+    def topic_urn(self) -> str:
+        """The topic's URN (the project must be filled in)."""
+        return f"urn:smn:{self.region}:{self.project_id}:{self.name}"
+
+
+class QueueFaultsSeed(BaseModel):
+    """Faults of the sandbox's SQS and SMN (the fault file's `rates` are for DELETEs only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    #: The same seed and the same requests give the same faults.
+    seed: int | None = None
+    #: The share of SendMessageBatch entries answered in `Failed` (InternalError, not stored).
+    sqs_failed_ratio: Probability = 0.0
+    #: The share of SQS requests answered 400 RequestThrottled.
+    sqs_throttle: Probability = 0.0
+    #: The share of SMN publishes answered 429 (the gateway's APIGW.0308).
+    smn_throttle: Probability = 0.0
+
+
 class ServerSeed(BaseModel):
     """One server of the seed."""
 
@@ -138,6 +236,11 @@ class Seed(BaseModel):
     servers: list[ServerSeed] = Field(default_factory=list)
     #: Keystone v3 password tokens (`POST /v3/auth/tokens`); None: no Keystone.
     keystone: KeystoneSeed | None = None
+    #: The identity SQS requests are signed with; None: every SQS request is refused.
+    aws: AwsSeed | None = None
+    queues: list[QueueSeed] = Field(default_factory=list)
+    topics: list[TopicSeed] = Field(default_factory=list)
+    queue_faults: QueueFaultsSeed = Field(default_factory=QueueFaultsSeed)
 
     @model_validator(mode="after")
     def _consistent(self) -> Seed:
@@ -159,6 +262,21 @@ class Seed(BaseModel):
             keystone.projects = [
                 KeystoneProjectSeed(id=pid, name=pid) for pid in dict.fromkeys(ids)
             ]
+        names = [queue.name for queue in self.queues]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"queues.{index}: duplicate queue name {name}")
+        urns: set[str] = set()
+        for index, topic in enumerate(self.topics):
+            if topic.project_id is None:
+                if self.project_id is None:
+                    raise ValueError(
+                        f"topics.{index}: no project_id (set it on the topic or at the top level)"
+                    )
+                topic.project_id = self.project_id
+            if topic.topic_urn in urns:
+                raise ValueError(f"topics.{index}: duplicate topic {topic.topic_urn}")
+            urns.add(topic.topic_urn)
         return self
 
     @property
@@ -207,6 +325,18 @@ DEMO_SEED: dict[str, Any] = {
         "region": "sandbox-1",
         "token_ttl_s": 3600,
     },
+    "aws": {
+        "access_key_id": "AKIASANDBOX000000001",
+        "secret_access_key": "sandbox/aws-secret-key/do-not-use-in-prod",
+        "session_token": None,
+        "region": None,
+        "account_id": DEMO_AWS_ACCOUNT,
+    },
+    "queues": [
+        {"name": DEMO_WORK_QUEUE, "attributes": {"VisibilityTimeout": "30"}},
+        {"name": DEMO_DLQ},
+    ],
+    "topics": [{"name": DEMO_DLQ_TOPIC}],
     "servers": [
         _server(
             DEMO_WEB1,

@@ -1,4 +1,8 @@
-"""The sandbox's HTTP request handler: routing, authentication, faults and the request log."""
+"""The sandbox's HTTP request handler: routing, authentication, faults and the request log.
+
+Besides the ECS routes it answers SQS (AWS JSON protocol, SigV4: handler/sandbox/sqs.py) and
+SMN publish (handler/sandbox/smn.py) on the same port.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from handler.sandbox import responses as r
 from handler.sandbox.auth import KEYSTONE, Authenticator
 from handler.sandbox.faults import RATE_LIMIT_FAULT, FaultConfig, FaultInjector
 from handler.sandbox.keystone import TOKENS_PATH, KeystoneTokens
-from handler.sandbox.seed import Seed
+from handler.sandbox.seed import QueueFaultsSeed, Seed
+from handler.sandbox.smn import SmnService
+from handler.sandbox.sqs import SqsService
 from handler.sandbox.state import STATUS_BY_VM_STATE, Page, Problem, Server, State
 
 logger = logging.getLogger(__name__)
@@ -128,6 +134,10 @@ class SandboxApp:
         self.keystone = KeystoneTokens(seed.keystone) if seed.keystone is not None else None
         self.auth = Authenticator(seed.credentials, keystone=self.keystone)
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
+        self.aws = seed.aws
+        self.queue_faults = seed.queue_faults
+        self.sqs = SqsService(seed)
+        self.smn = SmnService(seed)
         self._latency_override_s = max(latency_ms, 0.0) / 1000.0
         self._timer_overshoot_s = 0.0
         self.set_faults(faults)
@@ -150,6 +160,25 @@ class SandboxApp:
         """Replace the fault configuration (and restart its random sequence)."""
         self.faults = FaultInjector(faults)
         self._latency_s = self._latency_override_s or faults.latency_ms / 1000.0
+
+    def set_queue_faults(self, faults: QueueFaultsSeed) -> None:
+        """Replace the SQS and SMN faults (and restart their random sequences)."""
+        self.queue_faults = faults
+        self.sqs.set_faults(faults)
+        self.smn.set_faults(faults)
+
+    def set_base_url(self, url: str) -> None:
+        """The URL clients reach the sandbox at (for queue URLs in the state)."""
+        self.sqs.base_url = url
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state in the seed's format: servers, queues, topics (fresh copies)."""
+        data = self.state.snapshot()
+        data["aws"] = None if self.aws is None else self.aws.model_dump()
+        data["queues"] = self.sqs.snapshot()
+        data["topics"] = self.smn.snapshot()
+        data["queue_faults"] = self.queue_faults.model_dump()
+        return data
 
     def requests(self) -> list[dict[str, Any]]:
         """A copy of the request log."""
@@ -195,10 +224,15 @@ class SandboxApp:
         if self._latency_s:
             await self._hold(self._latency_s)
         method = request.method
+        sqs = self.sqs.wants(method, path, request.headers)
         try:
             body = await request.read() if request.body_exists else b""
         except web.HTTPRequestEntityTooLarge:
+            if sqs:
+                return self.sqs.too_large(request_id)
             return r.nova_error(413, "Request is too large.", request_id)
+        if sqs:  # SQS: SigV4, its own errors and faults
+            return await self.sqs.answer(request, target, body, request_id, entry)
         if path == TOKENS_PATH:  # Keystone: no gateway authentication, no faults
             if self.keystone is None:
                 return r.nova_error(404, "The resource could not be found.", request_id)
@@ -221,6 +255,9 @@ class SandboxApp:
         if faults.config.rate_limit_rps is not None and faults.over_rate_limit(time.monotonic()):
             entry["fault"] = RATE_LIMIT_FAULT
             return r.throttled(faults.throttle_limit, request_id, faults.throttle_retry_after())
+        publish = self.smn.match(path)
+        if publish is not None:
+            return self.smn.answer(method, publish, body, request_id, entry)
         route = match_route(path)
         if route is None:
             return r.nova_error(404, "The resource could not be found.", request_id)
@@ -364,7 +401,7 @@ class SandboxApp:
         if request.method != "GET":
             return r.nova_error(405, "Only GET is allowed on /_sandbox/ routes.", request_id)
         if path == "/_sandbox/state":
-            return r.json_response(200, self.state.snapshot(), request_id)
+            return r.json_response(200, self.snapshot(), request_id)
         if path == "/_sandbox/requests":
             return r.json_response(200, self.requests(), request_id)
         return r.nova_error(404, "The resource could not be found.", request_id)
