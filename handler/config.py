@@ -153,6 +153,21 @@ def _http_url_problem(value: str, *, allow_userinfo: bool, allow_query: bool) ->
     return None
 
 
+def http_url_problem(value: str, *, allow_userinfo: bool = False) -> str | None:
+    """Why a URL is not a usable http(s) base URL as ECS_ENDPOINT must be (no query string or
+    fragment; no user info unless allowed), or None; the reason never quotes the URL."""
+    return _http_url_problem(value.strip(), allow_userinfo=allow_userinfo, allow_query=False)
+
+
+def _not_unicode(text: str) -> bool:
+    """True when a value holds lone surrogates: bytes that were not UTF-8 in the environment
+    (os.environ keeps them as surrogate escapes), which no JSON body or header can carry."""
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+_NOT_UNICODE = "is not valid UTF-8 text (it holds bytes the environment could not decode)"
+
+
 class Config(BaseModel):
     """Every setting of the function, validated; secrets are SecretStr and never printed."""
 
@@ -277,8 +292,25 @@ class Config(BaseModel):
         # file's last line, not part of the password: say so now, without quoting the value.
         if value is not None:
             text = value.get_secret_value()
+            if _not_unicode(text):
+                raise ValueError(_NOT_UNICODE)
             if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
                 raise ValueError("must be one line of printable characters (no newline)")
+        return value
+
+    @field_validator(
+        "os_username",
+        "os_project_name",
+        "os_user_domain_name",
+        "os_project_domain_name",
+        "os_region_name",
+    )
+    @classmethod
+    def _keystone_text(cls, value: str | None) -> str | None:
+        # Sent in the token request's JSON body (or compared with the catalog's): a lone
+        # surrogate would be sent as an escape no Keystone can match. Never quoted.
+        if value is not None and _not_unicode(value):
+            raise ValueError(_NOT_UNICODE)
         return value
 
     @field_validator("webhook_auth", "metrics", "ecs_api", mode="before")

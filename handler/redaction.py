@@ -30,14 +30,25 @@ def is_secret_field(key: str) -> bool:
 
 
 def _forms(values: Iterable[str | None]) -> frozenset[str]:
-    """Each secret as it is, and as it appears inside a JSON string, escaped to ASCII or not
-    (a rendered line, or a server echoing a request body back)."""
+    """Each secret as it is, and as a server or a log may echo it: inside a JSON string
+    (escaped to ASCII or not, `/` as `\\/` or not: PHP, many Java and .NET gateways) and as a
+    Python repr (jsonschema's messages, Keystone's validation errors), and those escaped again
+    inside a JSON string (a rendered line)."""
     forms: set[str] = set()
     for value in values:
         if value and len(value) >= MIN_SECRET:
-            forms.update(
-                {value, json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]}
-            )
+            for form in {value, repr(value)[1:-1]}:
+                ascii_ = json.dumps(form)[1:-1]
+                unicode_ = json.dumps(form, ensure_ascii=False)[1:-1]
+                forms.update(
+                    {
+                        form,
+                        ascii_,
+                        unicode_,
+                        ascii_.replace("/", "\\/"),
+                        unicode_.replace("/", "\\/"),
+                    }
+                )
     return frozenset(forms)
 
 
@@ -50,7 +61,16 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self.secrets = _forms(secrets)
+        #: The secrets as given (their forms are derived from these, never from forms).
+        self._raw = tuple(dict.fromkeys(value for value in secrets if value))
+        self.secrets = _forms(self._raw)
+        #: The process redactor this one adds to (itself for a process redactor; None for a
+        #: standalone one), and the secrets it adds: see `rebased`.
+        self._origin: Redactor | None = None
+        self._extra: tuple[str, ...] = ()
+        #: Process redactors of one lineage only grow (or rotate a token): `reset` starts anew.
+        self._lineage: object = None
+        self._rebased: dict[tuple[str, ...], Redactor] = {}
         self._whole = tuple(sorted(self.secrets, key=len, reverse=True))
         self._longest = len(self._whole[0]) if self._whole else 0
         self._windows: dict[str, list[tuple[str, int]]] = {}
@@ -67,10 +87,13 @@ class Redactor:
 
     def with_secrets(self, values: Iterable[str | None]) -> Redactor:
         """Return a redactor that also knows these secrets (this one is left as it is)."""
-        extra = [v for v in values if v]
+        extra = tuple(v for v in values if v)
         if not extra:
             return self
-        return Redactor([*self.secrets, *extra])
+        derived = Redactor([*self._raw, *extra])
+        derived._origin = self._origin
+        derived._extra = (*self._extra, *extra)
+        return derived
 
     def text(self, value: str) -> str:
         """Return the text with every known secret, and every 16+ character run of one, as ***.
@@ -178,28 +201,77 @@ def _merge(spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     yield left, right
 
 
-_EMPTY = Redactor()
+def _process_redactor(secrets: Iterable[str | None], lineage: object) -> Redactor:
+    redactor = Redactor(secrets)
+    redactor._origin = redactor
+    redactor._lineage = lineage
+    return redactor
+
+
 #: The current invocation's redactor: the process's secrets plus the invocation's own.
 _CURRENT: contextvars.ContextVar[Redactor | None] = contextvars.ContextVar("redactor", default=None)
-#: The process's redactor: the configured secrets (set by each runtime built, read by the logs).
-_process = [_EMPTY]
+#: The process's redactor: the configured secrets (set by each runtime built, read by the logs)
+#: and the tokens the function was issued (they rotate).
+_process = [_process_redactor((), object())]
 
 
 def set_process_secrets(values: Iterable[str | None]) -> Redactor:
     """Add secrets known for the life of the process (configuration); return the redactor."""
-    _process[0] = _process[0].with_secrets(values)
+    process = _process[0]
+    extra = [v for v in values if v and v not in process._raw]
+    if extra:
+        _process[0] = _process_redactor([*process._raw, *extra], process._lineage)
+    return _process[0]
+
+
+def rotate_process_secrets(added: Iterable[str | None], dropped: Iterable[str] = ()) -> Redactor:
+    """Add secrets that rotate (a token just issued) and forget older ones (`dropped`).
+
+    Invocations already running see the change too (see `current`): a token issued in the
+    middle of an invocation is redacted in its answer, dead letters and logs.
+    """
+    process = _process[0]
+    gone = set(dropped) - {v for v in added if v}
+    kept = [v for v in process._raw if v not in gone]
+    fresh = [v for v in added if v and v not in kept]
+    if fresh or len(kept) != len(process._raw):
+        _process[0] = _process_redactor([*kept, *fresh], process._lineage)
     return _process[0]
 
 
 def reset() -> None:
     """Forget every secret (tests)."""
-    _process[0] = _EMPTY
+    _process[0] = _process_redactor((), object())
+
+
+def rebased(redactor: Redactor) -> Redactor:
+    """`redactor` with the process's secrets as they are now, when it was derived from an older
+    process redactor (a token was issued since): the same secrets of its own on top."""
+    process = _process[0]
+    origin = redactor._origin
+    if origin is None or origin is process or origin._lineage is not process._lineage:
+        return redactor
+    extra = redactor._extra
+    known = process._rebased.get(extra)
+    if known is None:
+        known = process.with_secrets(extra)
+        if len(process._rebased) < 64:  # a few invocations' credentials at a time
+            process._rebased[extra] = known
+    return known
 
 
 def current() -> Redactor:
     """The redactor in force here: the invocation's if one is running, else the process's."""
     redactor = _CURRENT.get()
-    return redactor if redactor is not None else _process[0]
+    process = _process[0]
+    if redactor is None:
+        return process
+    if redactor._origin is process or redactor._origin is None:
+        return redactor
+    fresh = rebased(redactor)
+    if fresh is not redactor:
+        _CURRENT.set(fresh)  # once per context: `use` restores what it replaced at its end
+    return fresh
 
 
 @contextmanager

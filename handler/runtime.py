@@ -28,7 +28,13 @@ from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, make_sink
 from handler.ecs.client import EcsClient
-from handler.ecs.keystone import CATALOG_TYPES, KeystoneAuth, KeystoneError, PasswordSettings
+from handler.ecs.keystone import (
+    CATALOG_TYPES,
+    KeystoneAuth,
+    KeystoneError,
+    KeystoneUnavailableError,
+    PasswordSettings,
+)
 from handler.ecs.native import NativeApi
 from handler.ecs.pacing import Pacer
 from handler.ecs.signing import (
@@ -353,7 +359,8 @@ class Runtime:
             logs.set_invocation_level(
                 10 if sampled else logs.level_number(config.powertools_log_level)
             )
-        redactor = self.redactor
+        # The process's secrets as they are now: the Keystone tokens issued so far among them.
+        redactor = redaction.rebased(self.redactor)
         if self._uses_context_credentials:
             creds = functiongraph_credentials(context)
             if creds is not None:  # they rotate: each invocation redacts its own
@@ -387,7 +394,7 @@ class Runtime:
                 )
                 return Invoked(source.reject(refused), [], {})
             if self._project_from_token:
-                await self._learn_project()
+                await self._learn_project(invocation.remaining_s())
             remaining = invocation.remaining_s()
             now = asyncio.get_running_loop().time()
             job = Job(
@@ -421,15 +428,28 @@ class Runtime:
                 )
             return Invoked(source.respond(reports, summary), reports, summary)
 
-    async def _learn_project(self) -> None:
+    async def _learn_project(self, remaining_s: float | None) -> None:
         """Take the default project from the Keystone token (OS_PROJECT_NAME alone).
 
         Without it no pair can be formed, so a Keystone failure fails the invocation (a
-        KeystoneError, i.e. CredentialsUnavailableError) and the platform retries the event.
+        KeystoneError, i.e. CredentialsUnavailableError) and the platform retries the event;
+        so does a token not issued before the invocation's deadline (less the margin kept to
+        answer), while its request carries on for the next invocation.
         """
-        assert self.keystone is not None  # no project id configured implies OS_AUTH_URL
+        keystone = self.keystone
+        assert keystone is not None  # no project id configured implies OS_AUTH_URL
+        wait = None if remaining_s is None else max(remaining_s - deadline_margin_s(remaining_s), 0)
         try:
-            project = await self.keystone.project_id()
+            async with asyncio.timeout(wait):
+                project = await keystone.project_id()
+        except TimeoutError:
+            late = KeystoneUnavailableError(
+                f"Keystone at {keystone.settings.host} (OS_AUTH_URL) issued no token before the "
+                "invocation's deadline: no default project (OS_PROJECT_NAME alone); failing so "
+                "the platform retries"
+            )
+            _log.error("no default project: the Keystone token is needed first", error=str(late))
+            raise late from None
         except KeystoneError as exc:
             _log.error("no default project: the Keystone token is needed first", error=str(exc))
             raise

@@ -518,7 +518,29 @@ def run_check(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
 ) -> Diagnosis:
-    """Build the function's runtime from `config`, send the one read-only call, diagnose it."""
+    """Build the function's runtime from `config`, send the one read-only call, diagnose it.
+
+    Whatever goes wrong is one line: an exception nobody foresaw (a bug) is `unexpected
+    error` (exit 9), never a traceback.
+    """
+    try:
+        return _run_check(config, transport=transport, clock=clock)
+    except Exception as exc:  # noqa: BLE001 - the operator gets one line, whatever it was
+        return _unexpected(exc)
+
+
+def _unexpected(error: BaseException) -> Diagnosis:
+    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    line = f"unexpected error (a bug): {_one_line(what)}"
+    return Diagnosis(Verdict.API, printable(redaction.current().text(" ".join(line.split()))))
+
+
+def _run_check(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Clock | None,
+) -> Diagnosis:
     from handler.ecs.client import ComputeApiError
     from handler.ecs.keystone import KeystoneError
     from handler.ecs.signing import CredentialsUnavailableError
@@ -559,6 +581,8 @@ def run_check(
         except TimeoutError as exc:
             future.cancel()
             caught = exc
+        except Exception as exc:  # noqa: BLE001 - a bug: said in one line, never a traceback
+            caught = exc
     finally:
         runtime.close()
     target = Target(
@@ -570,6 +594,9 @@ def run_check(
     )
     if isinstance(caught, ComputeApiError) and isinstance(caught.__cause__, KeystoneError):
         caught = caught.__cause__
+    expected = (ComputeApiError, CredentialsUnavailableError, httpx.HTTPError, TimeoutError)
+    if caught is not None and not isinstance(caught, expected):
+        return _unexpected(caught)
     if not recorder.exchanges or isinstance(caught, KeystoneError):
         return diagnose(None, {}, b"", caught, target=target, now=now())
     last = recorder.exchanges[-1]

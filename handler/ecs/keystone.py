@@ -5,11 +5,22 @@ project), read from `X-Subject-Token`, and sent as `X-Auth-Token` on every reque
 long as the warm container: it is renewed when less than `min(5 min, 10 % of its lifetime)` is
 left (the lifetime is `expires_at - issued_at` as Keystone states both, so a skewed local clock
 does not matter), and once after a 401, when the request is re-sent once, within its attempt
-budget. One token request is in flight at a time: requests arriving meanwhile wait for it and
-share its result, success or failure. A rejected password is not tried again for a minute
-(Huawei IAM locks a user after a few failed logins); a Keystone that cannot be reached is asked
-again after a second at the earliest. A renewal that fails while the current token still lives
-leaves that token in use until it expires.
+budget. One token request is in flight at a time, as a task of its own bounded by the timeout:
+requests needing a token meanwhile wait for it (each within its own time limit, which never
+cancels the token request) and share its result, success or failure. A renewal due while the
+current token still lives is waited for a moment only (a fifth of the timeout, at most 1 s);
+the request then goes with the live token and the renewal carries on. A renewal that fails
+while the current token still lives leaves that token in use until it expires.
+
+A rejected password is not tried again for a minute (Huawei IAM locks a user after a few failed
+logins); a Keystone that cannot be reached is asked again after a second at the earliest, or
+after its Retry-After (at most 30 s); a failure answered from memory says so, and until when.
+When the compute API refuses a token issued moments ago to replace a refused one, its 401s
+renew nothing for a minute (no login per pair): the pairs are `forbidden`.
+
+Each token issued is a secret from the moment it is read: it is added to the process's
+redactor (the last few tokens are kept) before any request carries it, so an API echoing
+`X-Auth-Token` leaks it nowhere.
 
 The token request goes straight to the function's transport: it is no DELETE of any pair, so
 it counts against no attempt budget.
@@ -18,7 +29,12 @@ The catalog gives the compute endpoint: the entry of the first service type foun
 `compute` or `ecs`), its region (`OS_REGION_NAME`, when set; `*` matches any) and interface.
 Catalog URLs end with the API version and usually the project (`…/v2.1/{project_id}`,
 `…/v1/{project_id}`); the client builds its paths from a base URL, so a trailing
-`/v1`, `/v1.1`, `/v2` or `/v2.1` (and the segment after it) is taken off.
+`/v1`, `/v1.1`, `/v2` or `/v2.1` (and the segment after it) is taken off. A catalog URL must
+be usable as ECS_ENDPOINT must (http(s), a valid host and port, no user info, query or
+fragment): an unusable one is skipped, and said in the catalog problem if nothing else fits.
+
+Cleartext is warned about: OS_AUTH_URL over plain http to a host that is not the loopback (at
+cold start, once), and a catalog endpoint over plain http elsewhere than an http Keystone's host.
 """
 
 from __future__ import annotations
@@ -26,9 +42,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import ipaddress
 import json
 import re
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,7 +55,9 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from handler.ecs.reply import message_of
+from handler import redaction
+from handler.config import http_url_problem
+from handler.ecs.reply import message_of, parse_retry_after
 from handler.ecs.retry import BUDGET_EXTENSION
 from handler.ecs.signing import CredentialsUnavailableError
 from handler.outcomes import Outcome
@@ -67,8 +87,19 @@ RENEW_SHARE = 0.1
 #: How long a rejected password (or another answer that will not change) is answered from
 #: memory, without asking Keystone again.
 REJECTED_FOR_S = 60.0
-#: How long a Keystone that could not be reached is not asked again.
+#: How long a Keystone that could not be reached is not asked again (longer if its Retry-After
+#: says so, up to handler.ecs.reply's 30 s cap).
 UNREACHABLE_FOR_S = 1.0
+#: How long a request waits for a renewal while its token still lives: at most this, and at
+#: most this share of the timeout; then it goes with the live token.
+RENEW_WAIT_S = 1.0
+RENEW_WAIT_SHARE = 0.2
+#: A token refused within this time of its issue, itself issued to replace a refused one,
+#: means the API refuses fresh tokens: its 401s renew nothing for REJECTED_FOR_S.
+FRESH_S = 60.0
+#: How many of the last tokens issued stay known to the redactor (a request in flight, or an
+#: answer still being read, may carry the one before).
+KEPT_TOKENS = 3
 #: The longest detail of Keystone's answer kept in an error.
 _DETAIL_LIMIT = 200
 _VERSION_SUFFIX = re.compile(r"/v(?:1|1\.1|2|2\.1)(?:/[^/]+)?$", re.IGNORECASE)
@@ -101,19 +132,29 @@ class KeystoneError(CredentialsUnavailableError):
         self.reason: Reason = reason
         self.status = status
 
-    def again(self) -> KeystoneError:
-        """A fresh copy to raise once more (raising one object twice grows its traceback)."""
-        return copy.copy(self)
+    def again(self, message: str | None = None) -> KeystoneError:
+        """A fresh copy to raise once more (raising one object twice grows its traceback),
+        with the same cause (`check` reads it), and another message if given."""
+        error = copy.copy(self)
+        if message is not None:
+            error.args = (message,)
+        error.__cause__ = self.__cause__
+        error.__suppress_context__ = self.__suppress_context__
+        return error
 
 
 class KeystoneUnavailableError(httpx.TransportError, KeystoneError):
     """Keystone unreachable or failing (5xx, 429): transient, retried as a network error."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.outcome = Outcome.RETRIES_EXHAUSTED
         self.reason = "unavailable"
         self.status = status
+        #: Keystone's Retry-After, in seconds (capped), when it gave one.
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +213,41 @@ class Token:
     renew_at: float
     expires_at: float
     expires_text: str
+    #: When (monotonic) the token request was sent.
+    obtained_at: float = 0.0
+    #: True when it was taken because the API refused the token before it (a 401).
+    after_refusal: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Failure:
     error: KeystoneError
     #: Monotonic time until which the failure is answered without asking Keystone again.
     until: float
+    #: The same two times on the wall clock, for the messages (`10:02:03 UTC`).
+    since_text: str = ""
+    until_text: str = ""
+    #: True once a request was answered from memory (that is logged once).
+    told: bool = False
+
+
+def _is_loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses: plain http there never leaves the machine."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _cleartext(url: str) -> bool:
+    """True for a plain http URL to a host that is not the loopback."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and not _is_loopback(parts.hostname)
 
 
 def base_of(url: str) -> str:
@@ -225,14 +294,26 @@ class KeystoneAuth(httpx.Auth):
         self.settings = settings
         self._transport = transport
         self._timeout_s = timeout_s
+        self._renew_wait_s = min(RENEW_WAIT_S, RENEW_WAIT_SHARE * timeout_s)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._lock = asyncio.Lock()
         self._token: Token | None = None
         self._failure: _Failure | None = None
-        #: Token requests sent so far (a waiter knows from it whether one ran meanwhile).
+        #: The token request in flight, if any (a task: its waiters' time limits never cancel it).
+        self._pending: asyncio.Task[Token] | None = None
+        #: Monotonic time until which the API's 401s renew nothing (it refuses fresh tokens).
+        self._refusing_until = float("-inf")
+        #: The last tokens issued, known to the redactor.
+        self._issued: deque[str] = deque()
+        #: Token requests sent so far.
         self.requests_sent = 0
         self._endpoint: tuple[Token, str] | None = None
+        if _cleartext(settings.auth_url):
+            _log.warning(
+                "OS_AUTH_URL is plain http to a host that is not this machine: OS_PASSWORD and "
+                "the tokens cross the network in cleartext; use its https URL",
+                keystone=settings.host,
+            )
 
     # --- the httpx flow -----------------------------------------------------------------
 
@@ -249,10 +330,35 @@ class KeystoneAuth(httpx.Auth):
             token = await self.token()
         request.headers["X-Auth-Token"] = token.value
         response = yield request
-        if response.status_code == httpx.codes.UNAUTHORIZED and _may_send_again(request):
+        if response.status_code == httpx.codes.UNAUTHORIZED:
+            if self._refuses_fresh_tokens(token) or not _may_send_again(request):
+                return
             fresh = await self.token(stale=token)
             request.headers["X-Auth-Token"] = fresh.value
-            yield request
+            response = yield request
+            if response.status_code == httpx.codes.UNAUTHORIZED:
+                self._refuses_fresh_tokens(fresh)
+
+    def _refuses_fresh_tokens(self, refused: Token) -> bool:
+        """After a 401 with `refused`: True when no new token should be asked for it.
+
+        That is for a while once the API refused a token issued moments ago to replace one it
+        had refused: a token of another cloud or region, or without the role, is refused
+        whatever its age, and a new login per pair would only hammer Keystone (and IAM).
+        """
+        now = self._clock()
+        if now < self._refusing_until:
+            return True
+        if refused.after_refusal and now - refused.obtained_at < FRESH_S:
+            self._refusing_until = now + REJECTED_FOR_S
+            _log.warning(
+                "the compute API refuses fresh Keystone tokens (HTTP 401 on a token just issued "
+                "to replace a refused one): its 401s are not renewed for a while",
+                keystone=self.settings.host,
+                not_renewed_for_s=REJECTED_FOR_S,
+            )
+            return True
+        return False
 
     # --- what the runtime asks ----------------------------------------------------------
 
@@ -277,8 +383,23 @@ class KeystoneAuth(httpx.Auth):
                 catalog_url=url,
                 endpoint=base,
             )
+            self._warn_cleartext(base)
         self._endpoint = (token, base)
         return base
+
+    def _warn_cleartext(self, base: str) -> None:
+        """Warn when the catalog sends the token over plain http to another host."""
+        if not _cleartext(base):
+            return
+        keystone = urlsplit(self.settings.auth_url)
+        if keystone.scheme.lower() == "http" and keystone.hostname == urlsplit(base).hostname:
+            return  # the same host as an http OS_AUTH_URL: warned about at cold start
+        _log.warning(
+            "the Keystone catalog's compute endpoint is plain http: the token crosses the network "
+            "in cleartext; set ECS_ENDPOINT to its https URL",
+            endpoint=base,
+            keystone=self.settings.host,
+        )
 
     async def token(self, *, stale: Token | None = None) -> Token:
         """A token to send: the current one while fresh, else a new one (one request at a time).
@@ -290,35 +411,86 @@ class KeystoneAuth(httpx.Auth):
             now = self._clock()
             if now < token.renew_at:
                 return token
-            if now < token.expires_at and self._lock.locked():
-                return token  # another request is renewing it; this one still lives
-        sent_before = self.requests_sent
-        async with self._lock:
-            token = self._token
-            now = self._clock()
-            live = token is not None and token is not stale and now < token.expires_at
-            if live and token is not None and now < token.renew_at:
-                return token
+            if now < token.expires_at:
+                return await self._renew_live(token, now)
+        return await self._fresh(after_refusal=stale is not None)
+
+    async def _renew_live(self, token: Token, now: float) -> Token:
+        """Renew a token that still lives, waiting a moment at most: else the live one."""
+        if self._pending is not None:
+            return token  # another request is renewing it; this one still lives
+        failure = self._failure
+        if failure is not None and now < failure.until:
+            return token  # a renewal just failed: Keystone is not asked again yet
+        task = self._start(after_refusal=False)
+        done, _ = await asyncio.wait((task,), timeout=self._renew_wait_s)
+        if done and not task.cancelled() and task.exception() is None:
+            return task.result()
+        return token  # failed (logged), or still waited for: it carries on without this request
+
+    async def _fresh(self, *, after_refusal: bool) -> Token:
+        """A new token, when none lives: the request in flight's, or one asked now."""
+        task = self._pending
+        if task is None:
             failure = self._failure
-            if failure is not None and (self.requests_sent != sent_before or now < failure.until):
-                if live and token is not None:
-                    return token
-                raise failure.error.again()
-            try:
-                return await self._request_token()
-            except KeystoneError as exc:
-                if live and token is not None:
-                    _log.warning(
-                        "keystone token renewal failed; the current token is used until it expires",
-                        error=str(exc),
-                        expires_at=token.expires_text,
-                    )
-                    return token
-                raise
+            if failure is not None and self._clock() < failure.until:
+                raise self._remembered(failure)
+            task = self._start(after_refusal=after_refusal)
+        try:
+            # Shielded: a waiter running out of time leaves the request to the others.
+            return await asyncio.shield(task)
+        except KeystoneError as exc:
+            error = exc.again()
+        raise error
+
+    def _start(self, *, after_refusal: bool) -> asyncio.Task[Token]:
+        task = asyncio.get_running_loop().create_task(self._run(after_refusal))
+        self._pending = task
+        task.add_done_callback(self._settled)
+        return task
+
+    def _settled(self, task: asyncio.Task[Token]) -> None:
+        if self._pending is task:
+            self._pending = None
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters may all have gone
+
+    async def _run(self, after_refusal: bool) -> Token:
+        try:
+            return await self._request_token(after_refusal=after_refusal)
+        except KeystoneError as exc:
+            token = self._token
+            if token is not None and self._clock() < token.expires_at:
+                _log.warning(
+                    "keystone token renewal failed; the current token is used until it expires",
+                    error=str(exc),
+                    expires_at=token.expires_text,
+                )
+            raise
+        finally:
+            if self._pending is asyncio.current_task():
+                self._pending = None
+
+    def _remembered(self, failure: _Failure) -> KeystoneError:
+        """The failure again, saying that Keystone was not asked, and when it will be."""
+        memory = (
+            f"remembered from {failure.since_text}; Keystone is asked again after "
+            f"{failure.until_text}"
+        )
+        if not failure.told:
+            failure.told = True
+            log = _log.info if isinstance(failure.error, KeystoneUnavailableError) else _log.warning
+            log(
+                "keystone failure remembered: Keystone is not asked again until then",
+                keystone=self.settings.host,
+                error=str(failure.error),
+                asked_again_after=failure.until_text,
+            )
+        return failure.error.again(f"{failure.error} ({memory})")
 
     # --- the token request --------------------------------------------------------------
 
-    async def _request_token(self) -> Token:
+    async def _request_token(self, *, after_refusal: bool = False) -> Token:
         settings = self.settings
         self.requests_sent += 1
         started = self._clock()
@@ -343,14 +515,14 @@ class KeystoneAuth(httpx.Auth):
             why = f"{type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             raise self._failed(self._unreachable(why)) from exc
         except asyncio.CancelledError:
-            # The request that needed the token ran out of time (its own timeout, the
-            # invocation's deadline): the next one asks again.
+            # The runtime is closing (its tasks are cancelled): the next one asks again.
             _log.warning("keystone token request cancelled before Keystone answered")
             raise
         try:
-            token = self._read(response, body, started)
+            token = self._read(response, body, started, after_refusal)
         except KeystoneError as exc:
             raise self._failed(exc) from None
+        self._remember_secret(token.value)  # before any request carries it
         self._token = token
         self._failure = None
         _log.info(
@@ -361,6 +533,15 @@ class KeystoneAuth(httpx.Auth):
         )
         return token
 
+    def _remember_secret(self, value: str) -> None:
+        """Make a token a secret of the process's redactor; forget those long replaced."""
+        issued = self._issued
+        if value in issued:
+            return
+        issued.append(value)
+        dropped = [issued.popleft() for _ in range(len(issued) - KEPT_TOKENS)]
+        redaction.rotate_process_secrets([value], dropped)
+
     def _unreachable(self, why: str) -> KeystoneUnavailableError:
         return KeystoneUnavailableError(
             f"Keystone unreachable at {self.settings.host} (OS_AUTH_URL): {why}"
@@ -368,12 +549,23 @@ class KeystoneAuth(httpx.Auth):
 
     def _failed(self, error: KeystoneError) -> KeystoneError:
         """Remember a failure for the requests waiting, and longer if it will not change."""
-        hold = UNREACHABLE_FOR_S if isinstance(error, KeystoneUnavailableError) else REJECTED_FOR_S
-        self._failure = _Failure(error, self._clock() + hold)
+        if isinstance(error, KeystoneUnavailableError):
+            hold = max(UNREACHABLE_FOR_S, error.retry_after or 0.0)
+        else:
+            hold = REJECTED_FOR_S
+        since = self._wall_clock().astimezone(dt.UTC)
+        self._failure = _Failure(
+            error,
+            self._clock() + hold,
+            since_text=f"{since:%H:%M:%S} UTC",
+            until_text=f"{since + dt.timedelta(seconds=hold):%H:%M:%S} UTC",
+        )
         _log.error("keystone authentication failed", keystone=self.settings.host, error=str(error))
         return error
 
-    def _read(self, response: httpx.Response, body: bytes, started: float) -> Token:
+    def _read(
+        self, response: httpx.Response, body: bytes, started: float, after_refusal: bool = False
+    ) -> Token:
         """The token of a 201, or the KeystoneError that says what the answer means."""
         status = response.status_code
         host = self.settings.host
@@ -392,8 +584,9 @@ class KeystoneAuth(httpx.Auth):
                 status=status,
             )
         if status == 429 or status >= 500:
+            wait = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
             raise KeystoneUnavailableError(
-                f"Keystone at {host} answered HTTP {status}{_detail(body)}", status
+                f"Keystone at {host} answered HTTP {status}{_detail(body)}", status, wait
             )
         if status not in (200, 201):
             raise KeystoneError(
@@ -427,7 +620,9 @@ class KeystoneAuth(httpx.Auth):
         entries = catalog if isinstance(catalog, list) else []
         services = tuple(service for service in entries if isinstance(service, dict))
         renew_at, expires_at, expires_text = self._lifetime(token, started)
-        return Token(value, project_id, services, renew_at, expires_at, expires_text)
+        return Token(
+            value, project_id, services, renew_at, expires_at, expires_text, started, after_refusal
+        )
 
     def _lifetime(self, token: dict[str, Any], started: float) -> tuple[float, float, str]:
         """When to renew and when the token expires, on the monotonic clock."""
@@ -476,9 +671,13 @@ class KeystoneAuth(httpx.Auth):
                         and settings.region not in named
                     ):
                         continue
-                    if urlsplit(url).scheme.lower() not in ("http", "https"):
+                    # Checked as ECS_ENDPOINT is (the reason never quotes the URL: it may
+                    # carry a password): an unusable URL is skipped, never sent to.
+                    problem = http_url_problem(url)
+                    if problem is not None:
+                        seen[-1] += f" (its URL is unusable: {problem})"
                         continue
-                    return service_type, url
+                    return service_type, url.strip()
         names = " or ".join(repr(t) for t in wanted)
         if not found_types:
             types = sorted({str(s.get("type")) for s in token.catalog if s.get("type")})

@@ -60,6 +60,15 @@ def _object(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a string with lone surrogates (which cannot be encoded as UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _domain_matches(given: Any, domain: str) -> bool:
     """A `{"name": …}` or `{"id": …}` domain reference naming `domain` (ids compare lower)."""
     if not isinstance(given, dict):
@@ -137,7 +146,7 @@ class KeystoneTokens:
         """The user and project a token request names, None for either that does not match."""
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError too), too deep
             raise BadAuthRequest("Expecting to find valid JSON in the request body.") from None
         auth = _object(_object(data, "body").get("auth"), "auth")
         identity = _object(auth.get("identity"), "identity")
@@ -154,6 +163,9 @@ class KeystoneTokens:
         password = ref.get("password")
         if not isinstance(password, str) or not isinstance(ref.get("name"), str):
             raise BadAuthRequest("Invalid input for field 'user': name and password expected")
+        if not _is_unicode(password) or not _is_unicode(ref["name"]):
+            # A lone surrogate (`\udcff`) is valid JSON but no text: Keystone's schema refuses it.
+            raise BadAuthRequest("Invalid input for field 'user': not valid Unicode text")
         for user in self.seed.users:
             if (
                 user.name == ref["name"]
