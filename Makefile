@@ -1,12 +1,18 @@
 # Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
-PYTHON ?= python3
+# The function runs on the Python 3.12 runtimes: test on 3.12 where the machine has one
+# (python3.12 on PATH, else pyenv's), otherwise on python3 (3.11 or later).
+PYTHON ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),$(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3))),python3)
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-STAMP   = $(VENV)/.installed-dev
+STAMP   = $(VENV)/.installed-dev-$(PYVER)
 
 .PHONY: test lint typecheck pytest demo sandbox package bench clean
 
 $(STAMP): pyproject.toml
+	@# A venv of another Python (an older checkout's) is made again for this one.
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYVER)" ]; then \
+	  echo "$(VENV) is not Python $(PYVER): making it again"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
@@ -30,7 +36,7 @@ demo: $(STAMP)
 sandbox: $(STAMP)
 	$(PY) -m handler sandbox
 
-BENCH_STAMP = $(VENV)/.installed-bench
+BENCH_STAMP = $(VENV)/.installed-bench-$(PYVER)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
