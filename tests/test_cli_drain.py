@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -272,32 +271,11 @@ def test_messages_that_come_back_end_the_drain(make_sandbox: SandboxFactory) -> 
     assert lines[-1] == "batch 2: 1 message(s) handed back earlier came back"
 
 
-def test_the_builtin_signer_signs_what_the_sandbox_verifies(sandbox: Sandbox) -> None:
+def test_the_functions_signer_signs_what_the_sandbox_verifies(sandbox: Sandbox) -> None:
     credentials = drain.AwsCredentials(AWS["access_key_id"], AWS["secret_access_key"], None)
     with httpx.Client() as http:
-        request = http.build_request(
-            "POST",
-            sandbox.url + "/?b=2&a=1",
-            content=b'{"QueueNamePrefix": "janitor"}',
-            headers={
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": "AmazonSQS.ListQueues",
-            },
-        )
-        drain.sign_builtin(request, credentials, "ap-southeast-1", "sqs", dt.datetime.now(dt.UTC))
-        assert (
-            "SignedHeaders=content-type;host;x-amz-date;x-amz-target"
-            in request.headers["Authorization"]
-        )
-        assert http.send(request).status_code == 200
-
-
-def test_aws_sdk_signers_when_installed(sandbox: Sandbox) -> None:
-    pytest.importorskip("aws_sdk_signers")
-    assert drain.default_signer() is drain.sign_with_aws_sdk_signers
-    with httpx.Client() as http:
-        credentials = drain.AwsCredentials(AWS["access_key_id"], AWS["secret_access_key"])
-        client = drain.SqsClient(
-            sandbox.url, "us-east-1", credentials, http=http, signer=drain.sign_with_aws_sdk_signers
-        )
+        client = drain.SqsClient(sandbox.url, "us-east-1", credentials, http=http)
         assert client.queue_url(WORK) == sandbox.queue_url(WORK)
+        bad = drain.AwsCredentials(AWS["access_key_id"], "not-the-secret-key-000", None)
+        with pytest.raises(drain.SqsClientError, match="Signature"):
+            drain.SqsClient(sandbox.url, "us-east-1", bad, http=http).queue_url(WORK)

@@ -8,8 +8,8 @@ Lambda. It stops when a receive comes back empty, when a batch holds only messag
 already handed back, or after --max-batches.
 
 The queue is spoken to over HTTP in the SQS JSON protocol, each request signed with AWS
-Signature Version 4: by `aws_sdk_signers` when it is installed, else by the small signer below
-(the client's side of the algorithm, written apart from the sandbox's verifier).
+Signature Version 4 by the function's own signer (handler/queues/sigv4.py: aws-sdk-signers,
+Python 3.12).
 
 Exit status: 0 the queue gave nothing more and every message received was deleted; 1 messages
 were handed back (or a delete failed, the run stopped at --max-batches, or an invocation
@@ -21,10 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
-import importlib
-import io
 import json
 import os
 import re
@@ -32,12 +28,13 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from handler.commands import common
 from handler.commands.progress import ProgressDisplay
+from handler.queues.sigv4 import AwsCredentials, SigV4Auth
 
 INTERRUPTED = 130
 MAX_BATCH = 10
@@ -50,126 +47,6 @@ _SQS_HOST = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _RETRYABLE_CODES = frozenset(
     {"RequestThrottled", "ThrottlingException", "ServiceUnavailable", "InternalError"}
 )
-
-
-# --- the client's SigV4 signer --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AwsCredentials:
-    """An AWS identity: access key id, secret access key, and a session token if temporary."""
-
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None = None
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-
-
-def sign_builtin(
-    request: httpx.Request, credentials: AwsCredentials, region: str, service: str, now: dt.datetime
-) -> None:
-    """Sign `request` in place with SigV4 (headers X-Amz-Date, X-Amz-Security-Token, Authorization).
-
-    Signs every header the request has (they are few: host, content type, target, date), the
-    path as sent URI-encoded again (all AWS services but S3), the sorted query, the body's hash.
-    """
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    request.headers["X-Amz-Date"] = amz_date
-    if credentials.session_token is not None:
-        request.headers["X-Amz-Security-Token"] = credentials.session_token
-    headers: dict[str, list[str]] = {}
-    for name, value in request.headers.multi_items():
-        lowered = name.lower()
-        if lowered in ("user-agent", "content-length", "accept-encoding", "accept", "connection"):
-            continue
-        headers.setdefault(lowered, []).append(" ".join(value.split()))
-    headers.setdefault("host", [request.url.netloc.decode("ascii")])
-    names = sorted(headers)
-    path = request.url.raw_path.decode("ascii").partition("?")[0] or "/"
-    query = sorted(
-        (quote(key, safe="-_.~"), quote(value, safe="-_.~"))
-        for key, value in request.url.params.multi_items()
-    )
-    canonical = "\n".join(
-        [
-            request.method,
-            quote(path, safe="/-_.~"),
-            "&".join(f"{key}={value}" for key, value in query),
-            *(f"{name}:{','.join(headers[name])}" for name in names),
-            "",
-            ";".join(names),
-            hashlib.sha256(request.content).hexdigest(),
-        ]
-    )
-    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(
-        [
-            "AWS4-HMAC-SHA256",
-            amz_date,
-            scope,
-            hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-        ]
-    )
-    key = ("AWS4" + credentials.secret_access_key).encode("utf-8")
-    for part in (amz_date[:8], region, service, "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    request.headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key_id}/{scope}, "
-        f"SignedHeaders={';'.join(names)}, Signature={signature}"
-    )
-
-
-def sign_with_aws_sdk_signers(
-    request: httpx.Request, credentials: AwsCredentials, region: str, service: str, now: dt.datetime
-) -> None:
-    """Sign `request` in place with AWS's standalone signer (`aws_sdk_signers`)."""
-    signers: Any = importlib.import_module("aws_sdk_signers")
-    fields = signers.Fields()
-    for name, value in request.headers.multi_items():
-        if name in fields:
-            fields[name].add(value)
-        else:
-            fields.set_field(signers.Field(name=name, values=[value]))
-    url = request.url
-    aws_request = signers.AWSRequest(
-        destination=signers.URI(
-            scheme=url.scheme,
-            host=url.host,
-            port=url.port,
-            path=url.raw_path.decode("ascii").partition("?")[0] or "/",
-            query=url.query.decode("ascii") or None,
-        ),
-        method=request.method,
-        body=io.BytesIO(request.content),
-        fields=fields,
-    )
-    identity = signers.AWSCredentialIdentity(
-        access_key_id=credentials.access_key_id,
-        secret_access_key=credentials.secret_access_key,
-        session_token=credentials.session_token,
-    )
-    properties = {"region": region, "service": service, "date": now.strftime("%Y%m%dT%H%M%SZ")}
-    signer = signers.SigV4Signer()
-    signed = signer.sign(request=aws_request, identity=identity, properties=properties)
-    for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-SHA256"):
-        if name in signed.fields:
-            request.headers[name] = str(signed.fields[name].as_string())
-
-
-Signer = Callable[[httpx.Request, AwsCredentials, str, str, dt.datetime], None]
-
-
-def default_signer() -> Signer:
-    """`aws_sdk_signers` when it is importable, else the built-in signer."""
-    try:
-        importlib.import_module("aws_sdk_signers")
-    except ImportError:
-        return sign_builtin
-    return sign_with_aws_sdk_signers
 
 
 # --- the SQS client -------------------------------------------------------------------------------
@@ -200,15 +77,15 @@ class SqsClient:
         credentials: AwsCredentials,
         *,
         http: httpx.Client,
-        signer: Signer | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.endpoint = endpoint.rstrip("/") + "/"
         self.region = region
-        self._credentials = credentials
         self._http = http
-        self._signer = signer or default_signer()
-        self._clock = clock
+        # The function's own signer (aws-sdk-signers), as the SQS dead-letter sink signs.
+        self._auth = SigV4Auth(
+            service="sqs", region=region, credentials=lambda: credentials, clock=clock
+        )
 
     def call(self, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """One action; its answer's JSON object. Raises SqsClientError (after retries)."""
@@ -230,7 +107,7 @@ class SqsClient:
                 "X-Amz-Target": f"AmazonSQS.{action}",
             },
         )
-        self._signer(request, self._credentials, self.region, "sqs", self._clock())
+        self._auth.sign(request)
         try:
             response = self._http.send(request)
         except httpx.HTTPError as exc:
