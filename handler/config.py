@@ -70,6 +70,9 @@ _SECRET_FIELDS = frozenset(
         "ecs_auth_token",
         "webhook_secret",
         "os_password",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
     }
 )
 _COMMA_FIELDS = frozenset({"allowed_project_ids", "protected_keys"})
@@ -82,7 +85,7 @@ _AUTH_URL_RULE = (
 _AUTH_URL_SUFFIXES = ("/v3/auth/tokens", "/v3")
 #: OS_INTERFACE's accepted values; `publicURL` and the like (the clients' older spelling) too.
 _INTERFACES = frozenset({"public", "internal", "admin"})
-_SINK_RULE = "must be 'log', a file path, file:///path or an http(s) URL"
+_SINK_RULE = "must be 'log', a file path, file:///path, an http(s) URL or sqs://<queue URL>"
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -202,6 +205,15 @@ class Config(BaseModel):
     # means DEFAULT_PROTECTED_KEYS, never "protect nothing".
     protected_keys: tuple[str, ...] = DEFAULT_PROTECTED_KEYS
     dead_letter_url: str = "log"
+    #: The SQS sink's identity and endpoints, read as the AWS SDKs read them (Lambda sets the
+    #: credentials and the region); the key id is treated as a secret too.
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_region: str | None = None
+    aws_default_region: str | None = None
+    aws_endpoint_url_sqs: str | None = None
+    aws_endpoint_url: str | None = None
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     max_attempts: int = Field(default=6, ge=1, le=20)
     #: A ceiling on the requests sent per second, all kinds together; unset: no ceiling (the
@@ -384,8 +396,10 @@ class Config(BaseModel):
             scheme = urlsplit(value).scheme.lower()
         except ValueError:  # an http(s) URL with bad [IPv6] brackets
             scheme = "http"
-        if len(scheme) > 1 and scheme not in ("http", "https", "file"):
+        if len(scheme) > 1 and scheme not in ("http", "https", "file", "sqs"):
             raise ValueError(f"{_SINK_RULE}, not {scheme}://")
+        if scheme == "sqs":
+            return value  # read (with the AWS_* settings) where the sink is built
         if scheme in ("http", "https"):
             # User info stays allowed here: the HTTP sink keeps it out of its description.
             problem = _http_url_problem(value, allow_userinfo=True, allow_query=True)
@@ -467,6 +481,20 @@ class Config(BaseModel):
             return None
         return f"https://ecs.{self.huaweicloud_sdk_region}.myhuaweicloud.com"
 
+    def aws_settings(self) -> dict[str, str]:
+        """The AWS_* settings (endpoints, region) as the AWS SDKs read them, for the SQS sink."""
+        names = ("aws_region", "aws_default_region", "aws_endpoint_url_sqs", "aws_endpoint_url")
+        return {name.upper(): value for name in names if (value := getattr(self, name))}
+
+    def aws_credentials(self) -> tuple[str, str, str | None] | None:
+        """The AWS access key (with its session token), or None when it is not set."""
+        key, secret = self.aws_access_key_id, self.aws_secret_access_key
+        if key is None or secret is None:
+            return None
+        token = self.aws_session_token
+        session = token.get_secret_value() if token is not None else None
+        return key.get_secret_value(), secret.get_secret_value(), session
+
     def secrets(self) -> list[str]:
         """Every secret value configured, for the log and dead-letter redaction."""
         values = [
@@ -475,6 +503,9 @@ class Config(BaseModel):
             self.huaweicloud_sdk_security_token,
             self.ecs_auth_token,
             self.os_password,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         if self.webhook_secret is not None:

@@ -8,7 +8,7 @@ import errno
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -327,6 +327,33 @@ class HttpSink:
             await self._http.aclose()
 
 
+def _sqs_sink(
+    url: str,
+    transport: httpx.AsyncBaseTransport | None,
+    aws: Mapping[str, str],
+    credentials: tuple[str, str, str | None] | None,
+) -> DeadLetterSink:
+    from handler.queues.sqs import parse_queue
+
+    queue = parse_queue(url, aws)
+    if credentials is None:
+        raise ValueError(
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: needed to sign for the SQS queue of "
+            "DEAD_LETTER_URL (Lambda sets them from the function's role)"
+        )
+    from handler.queues.sigv4 import AwsCredentials
+    from handler.queues.sinks import SqsSink
+
+    try:
+        SqsSink.check_signer()
+    except ImportError:
+        raise ValueError(
+            "DEAD_LETTER_URL: an SQS queue needs aws-sdk-signers, which needs Python 3.12 or "
+            "later (the function's runtime)"
+        ) from None
+    return SqsSink(queue, AwsCredentials(*credentials), transport=transport)
+
+
 class _Retryable(Exception):
     """A POST worth another attempt."""
 
@@ -339,10 +366,24 @@ class _Refused(Exception):
     """A POST the sink refused for good (a 4xx other than 429)."""
 
 
-def make_sink(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> DeadLetterSink:
-    """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…` or `http(s)://…`."""
+def make_sink(
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    aws: Mapping[str, str] | None = None,
+    aws_credentials: tuple[str, str, str | None] | None = None,
+) -> DeadLetterSink:
+    """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…`, `http(s)://…` or
+    an SQS queue (`sqs://…`, or the https URL of one), with the AWS_* settings given.
+
+    Raises ValueError saying what is wrong or missing.
+    """
     if url.lower() == "log":
         return LogSink()
+    from handler.queues.sqs import is_sqs_url
+
+    if is_sqs_url(url):
+        return _sqs_sink(url, transport, aws or {}, aws_credentials)
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         return HttpSink(url, transport=transport)

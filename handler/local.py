@@ -24,6 +24,12 @@ SANDBOX_VARIABLES = frozenset(
         "HUAWEICLOUD_SDK_SK",
         "HUAWEICLOUD_SDK_SECURITY_TOKEN",
         "ECS_AUTH_TOKEN",
+        # The sandbox's SQS, for an sqs:// DEAD_LETTER_URL.
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL_SQS",
         # Keystone password authentication: the sandbox is reached with its AK/SK instead.
         "OS_AUTH_URL",
         "OS_USERNAME",
@@ -84,6 +90,14 @@ def sandbox_variables(sandbox: Any, seed: Mapping[str, Any]) -> dict[str, str]:
             variables["HUAWEICLOUD_SDK_SECURITY_TOKEN"] = creds["security_token"]
     else:
         variables["ECS_AUTH_TOKEN"] = creds["token"]
+    aws = sandbox.aws
+    if aws is not None:  # the sandbox's SQS, for an sqs:// DEAD_LETTER_URL
+        variables["AWS_ACCESS_KEY_ID"] = aws["access_key_id"]
+        variables["AWS_SECRET_ACCESS_KEY"] = aws["secret_access_key"]
+        if aws.get("session_token"):
+            variables["AWS_SESSION_TOKEN"] = aws["session_token"]
+        variables["AWS_REGION"] = aws.get("region") or "us-east-1"
+        variables["AWS_ENDPOINT_URL_SQS"] = sandbox.url
     return variables
 
 

@@ -250,7 +250,12 @@ class Runtime:
         _check_urls(config, proxies=transport is None)
         self._transport = transport or AdaptiveTransport(max_connections=config.max_concurrency)
         try:  # before the loop: nothing is running yet if it fails
-            self.sink = sink or make_sink(config.dead_letter_url, transport=self._transport)
+            self.sink = sink or make_sink(
+                config.dead_letter_url,
+                transport=self._transport,
+                aws=config.aws_settings(),
+                aws_credentials=config.aws_credentials(),
+            )
         except ValueError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
         self._meter = meter_for(self.sink)

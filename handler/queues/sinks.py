@@ -33,6 +33,11 @@ class SqsSink:
         auth = SigV4Auth(service="sqs", region=queue.region, credentials=lambda: credentials)
         self._client = SqsClient(queue, http=self._http, auth=auth)
 
+    @staticmethod
+    def check_signer() -> None:
+        """Raise ImportError when the signer cannot be loaded (before Python 3.12)."""
+        import aws_sdk_signers  # noqa: F401
+
     async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
         """Send every record; raise DeadLetterError naming those SQS did not store."""
         bodies = [json.dumps(record) for record in records]  # ASCII: every character SQS allows

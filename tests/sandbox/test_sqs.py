@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from handler.commands.drain import AwsCredentials, sign_builtin
+from handler.queues.sigv4 import AwsCredentials, SigV4Auth
 from handler.sandbox import DEMO_SEED, Sandbox, SandboxConfigError
 from tests.conftest import SandboxFactory
 
@@ -67,7 +67,12 @@ class Sqs:
         )
         if sign:
             moment = when or dt.datetime.now(dt.UTC)
-            sign_builtin(request, self.credentials, self.region, self.service, moment)
+            SigV4Auth(
+                service=self.service,
+                region=self.region,
+                credentials=lambda: self.credentials,
+                clock=lambda: moment,
+            ).sign(request)
         if tamper is not None:  # the same signed headers, another body
             headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
             request = self.http.build_request("POST", request.url, content=tamper, headers=headers)
