@@ -19,6 +19,7 @@ import structlog
 
 from handler.ecs.client import ComputeApiError
 from handler.ecs.nova import ServerInfo
+from handler.fanout import FanOutResult
 from handler.model import KEY_PATTERN, UUID_TEXT, CleanupSelector, WorkItem
 from handler.outcomes import Outcome, Result
 from handler.plan import Policy
@@ -61,6 +62,8 @@ class CleanupStats:
     invalid_skipped: int = 0
     capped: bool = False
     stopped: str | None = None
+    #: What a `fan_out` sent instead of deleting (None: no fan-out).
+    fan_out: FanOutResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The summary's `cleanup` object."""
@@ -72,6 +75,7 @@ class CleanupStats:
             "invalid_skipped": self.invalid_skipped,
             "capped": self.capped,
             "stopped": self.stopped,
+            **({"fan_out": _fan_out_dict(self.fan_out)} if self.fan_out is not None else {}),
         }
 
     def add(self, other: CleanupStats) -> None:
@@ -83,6 +87,23 @@ class CleanupStats:
         self.invalid_skipped += other.invalid_skipped
         self.capped = self.capped or other.capped
         self.stopped = self.stopped or other.stopped
+        mine, theirs = self.fan_out, other.fan_out
+        if mine is None:
+            self.fan_out = theirs
+        elif theirs is not None:
+            mine.messages += theirs.messages
+            mine.sent += theirs.sent
+            mine.unsent.update(theirs.unsent)
+
+
+def _fan_out_dict(result: FanOutResult) -> dict[str, Any]:
+    return {
+        "to": result.to,
+        "dry_run": result.dry_run,
+        "messages": result.messages,
+        "sent": result.sent,
+        "unsent_servers": sorted(result.unsent),
+    }
 
 
 @dataclass(slots=True)

@@ -19,9 +19,10 @@ from typing import Any
 import structlog
 
 from handler import redaction
-from handler.cleanup import CleanupStats, ServerLister, expand
+from handler.cleanup import CleanupPlan, CleanupStats, ServerLister, expand
 from handler.deadletter import DeadLetterError, DeadLetterSink, make_record
 from handler.execute import Deleter, Executor
+from handler.fanout import TargetFactory, send_work
 from handler.model import ParsedPayload, truncate_raw
 from handler.outcomes import Outcome, Pair, Result
 from handler.plan import Plan, Policy, make_plan
@@ -138,6 +139,8 @@ class Deps:
     meter: FinishMeter | None = None
     #: Progress hooks (tools); PROGRESS of the calling context when not given.
     progress: Progress | None = None
+    #: Builds the target of a selector's `fan_out` (None: a selector with one is invalid).
+    fan_out: TargetFactory | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +246,44 @@ async def _expand_cleanups(
         on_page = progress.page_read if progress is not None else None
         plan = await expand(selector, deps.lister, deps.policy, list_by, on_page=on_page)
         decided = [dataclasses.replace(r, raw=r.raw or raw) for r in plan.results]
+        items = plan.items
+        if selector.fan_out is not None:
+            refused = await _fan_out(selector.fan_out, plan, deps, work_by, selector.dry_run)
+            decided += [dataclasses.replace(r, raw=raw) for r in refused]
+            items = []  # sent as work items, deleted by the invocations that receive them
         payloads[index] = ParsedPayload(
-            items=[*payload.items, *plan.items], invalid=[*payload.invalid, *decided]
+            items=[*payload.items, *items], invalid=[*payload.invalid, *decided]
         )
         stats[index] = plan.stats
     return stats
+
+
+async def _fan_out(
+    url: str, plan: CleanupPlan, deps: Deps, deadline: float | None, dry_run: bool
+) -> list[Result]:
+    """Send a plan's matches to its fan-out target (into plan.stats); a result if it cannot."""
+    if plan.stats.stopped or plan.stats.capped:
+        return []  # nothing matched for sure: nothing to send, as nothing would be deleted
+    if deps.fan_out is None:
+        return [Result(Outcome.INVALID, detail="fan_out: not available in this function")]
+    try:
+        target = deps.fan_out(url)
+    except ValueError as exc:
+        return [Result(Outcome.INVALID, detail=f"fan_out: {exc}")]
+    dry_run = dry_run or deps.policy.dry_run
+    result = await send_work(
+        target, plan.items, deps.policy.default_project, deadline=deadline, dry_run=dry_run
+    )
+    plan.stats.fan_out = result
+    if result.unsent:
+        _log.error(
+            "fan-out incomplete",
+            to=result.to,
+            unsent=len(result.unsent),
+            servers=sorted(result.unsent)[:20],
+            detail=next(iter(result.unsent.values())),
+        )
+    return []
 
 
 def _tell_settled(

@@ -85,6 +85,19 @@ class CleanupSelector(BaseModel):
     max_deletions: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
     dry_run: Annotated[bool, Field(strict=True)] = False
     project_id: ProjectId | None = None
+    #: Instead of deleting, send one work item per server there (sqs://, smn://, http(s)://):
+    #: the function's own queue trigger then deletes them (issue 10 §2).
+    fan_out: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+
+    @field_validator("fan_out")
+    @classmethod
+    def _fan_out(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("sqs", "smn", "http", "https") or "://" not in value:
+            raise ValueError("fan_out must be an sqs://, smn:// or http(s):// URL")
+        return value.strip()
 
 
 @dataclass(frozen=True, slots=True)
