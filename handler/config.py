@@ -73,6 +73,8 @@ _SECRET_FIELDS = frozenset(
         "aws_access_key_id",
         "aws_secret_access_key",
         "aws_session_token",
+        "dead_letter_secret",
+        "dead_letter_auth_header",
     }
 )
 _COMMA_FIELDS = frozenset({"allowed_project_ids", "protected_keys"})
@@ -85,7 +87,35 @@ _AUTH_URL_RULE = (
 _AUTH_URL_SUFFIXES = ("/v3/auth/tokens", "/v3")
 #: OS_INTERFACE's accepted values; `publicURL` and the like (the clients' older spelling) too.
 _INTERFACES = frozenset({"public", "internal", "admin"})
-_SINK_RULE = "must be 'log', a file path, file:///path, an http(s) URL or sqs://<queue URL>"
+_SINK_RULE = (
+    "must be 'log', a file path, file:///path, an http(s) URL, sqs://<queue URL> or "
+    "smn://<topic URN>"
+)
+_SMN_ENDPOINT_RULE = "must be an http(s) base URL such as https://smn.cn-north-4.myhuaweicloud.com"
+_WHSEC_RULE = "must be a Standard Webhooks secret: whsec_ followed by base64"
+_HEADER_RULE = "must be one header as `Name: value`, e.g. `Authorization: Bearer <token>`"
+#: An HTTP field name (RFC 9110's token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers the HTTP sink (or httpx) sets itself, or that change how the request is framed.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -214,6 +244,13 @@ class Config(BaseModel):
     aws_default_region: str | None = None
     aws_endpoint_url_sqs: str | None = None
     aws_endpoint_url: str | None = None
+    #: The SMN sink's endpoint; unset: `https://smn.{region}.myhuaweicloud.com`, the region
+    #: the topic's URN names.
+    smn_endpoint: str | None = None
+    #: The HTTP sink signs each POST as a Standard Webhook with it (`whsec_` and base64).
+    dead_letter_secret: SecretStr | None = None
+    #: The HTTP sink sends this header (`Name: value`) with each POST; the value is a secret.
+    dead_letter_auth_header: SecretStr | None = None
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     max_attempts: int = Field(default=6, ge=1, le=20)
     #: A ceiling on the requests sent per second, all kinds together; unset: no ceiling (the
@@ -342,7 +379,7 @@ class Config(BaseModel):
             return name
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "dead_letter_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         # Standard Webhooks secrets are `whsec_` and base64; say what is wrong, never the value.
@@ -355,7 +392,26 @@ class Config(BaseModel):
         except ValueError:
             key = b""
         if not key:
-            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+            raise ValueError(_WHSEC_RULE)
+        return value
+
+    @field_validator("dead_letter_auth_header")
+    @classmethod
+    def _auth_header(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked now, so a header httpx cannot send fails the cold start, not every POST.
+        if value is not None:
+            _split_header(value.get_secret_value())
+        return value
+
+    @field_validator("smn_endpoint")
+    @classmethod
+    def _smn_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        problem = _http_url_problem(value, allow_userinfo=False, allow_query=False)
+        if problem is not None:
+            raise ValueError(f"{_SMN_ENDPOINT_RULE}: {problem}")
         return value
 
     @field_validator("ecs_endpoint")
@@ -396,16 +452,40 @@ class Config(BaseModel):
             scheme = urlsplit(value).scheme.lower()
         except ValueError:  # an http(s) URL with bad [IPv6] brackets
             scheme = "http"
-        if len(scheme) > 1 and scheme not in ("http", "https", "file", "sqs"):
+        if len(scheme) > 1 and scheme not in ("http", "https", "file", "sqs", "smn"):
             raise ValueError(f"{_SINK_RULE}, not {scheme}://")
         if scheme == "sqs":
             return value  # read (with the AWS_* settings) where the sink is built
+        if scheme == "smn":
+            from handler.queues.smn import parse_topic
+
+            try:
+                parse_topic(value)
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("DEAD_LETTER_URL: ")) from None
+            return value
         if scheme in ("http", "https"):
             # User info stays allowed here: the HTTP sink keeps it out of its description.
             problem = _http_url_problem(value, allow_userinfo=True, allow_query=True)
             if problem is not None:
                 raise ValueError(f"{_SINK_RULE}: {problem}")
         return value
+
+    @model_validator(mode="after")
+    def _http_sink_auth(self) -> Config:
+        if self.dead_letter_secret is None and self.dead_letter_auth_header is None:
+            return self
+        if not self.dead_letter_url.lower().startswith(("http://", "https://")):
+            name = (
+                "DEAD_LETTER_SECRET"
+                if self.dead_letter_secret is not None
+                else "DEAD_LETTER_AUTH_HEADER"
+            )
+            raise ValueError(
+                f"{name}: authenticates the HTTP sink's POSTs, but DEAD_LETTER_URL is not an "
+                "http(s) URL: remove it, or send dead letters to an http(s) URL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _credentials_and_endpoint(self) -> Config:
@@ -481,6 +561,12 @@ class Config(BaseModel):
             return None
         return f"https://ecs.{self.huaweicloud_sdk_region}.myhuaweicloud.com"
 
+    def dead_letter_header(self) -> tuple[str, str] | None:
+        """DEAD_LETTER_AUTH_HEADER as (name, value), or None when it is not set."""
+        if self.dead_letter_auth_header is None:
+            return None
+        return _split_header(self.dead_letter_auth_header.get_secret_value())
+
     def aws_settings(self) -> dict[str, str]:
         """The AWS_* settings (endpoints, region) as the AWS SDKs read them, for the SQS sink."""
         names = ("aws_region", "aws_default_region", "aws_endpoint_url_sqs", "aws_endpoint_url")
@@ -508,10 +594,40 @@ class Config(BaseModel):
             self.aws_session_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
-        if self.webhook_secret is not None:
-            secret = self.webhook_secret.get_secret_value()
-            found += [secret, secret.removeprefix("whsec_")]
+        for whsec in (self.webhook_secret, self.dead_letter_secret):
+            if whsec is not None:
+                secret = whsec.get_secret_value()
+                found += [secret, secret.removeprefix("whsec_")]
+        header = self.dead_letter_header()
+        if header is not None:
+            value = header[1]
+            # `Bearer <token>`, `Basic <credentials>`: the credential alone is a secret too.
+            found += [value, value.rsplit(None, 1)[-1]]
         return found + _url_secrets(self.dead_letter_url)
+
+
+def _split_header(text: str) -> tuple[str, str]:
+    """`Name: value` as (name, value); ValueError saying what is wrong, never quoting it."""
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip(" \t")
+    if not colon or not name:
+        raise ValueError(_HEADER_RULE)
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(
+            f"{_HEADER_RULE}: the name must be letters, digits and !#$%&'*+-.^_`|~ only"
+        )
+    if name.lower() in _RESERVED_HEADERS:
+        raise ValueError(
+            f"{_HEADER_RULE}: the name is one the sink sets itself (Host, Content-Type, "
+            "Content-Length, webhook-* and the like)"
+        )
+    if not value:
+        raise ValueError(f"{_HEADER_RULE}: the value is empty")
+    if any(not (" " <= c <= "~" or c == "\t") for c in value):
+        raise ValueError(
+            f"{_HEADER_RULE}: the value must be one line of printable ASCII (no newline)"
+        )
+    return name, value
 
 
 def _url_secrets(url: str) -> list[str]:

@@ -8,16 +8,22 @@ import errno
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import structlog
 
 from handler import redaction, retrying
 from handler.logs import unfiltered_logger
 from handler.outcomes import Result
+
+if TYPE_CHECKING:
+    from standardwebhooks.webhooks import Webhook
 
 SCHEMA = "ecs-metadata-janitor/dead-letter/1"
 
@@ -238,13 +244,38 @@ def _check_writable(path: Path) -> None:
         raise ValueError(f"DEAD_LETTER_URL: cannot create files in {parent}")
 
 
+@dataclass(frozen=True, slots=True)
+class HttpSinkAuth:
+    """How the HTTP sink authenticates: a Standard Webhooks secret, a static header, or both."""
+
+    webhook_secret: str | None = None
+    header: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:
+        secret = "***" if self.webhook_secret else None
+        header = f"({self.header[0]!r}, ***)" if self.header else None
+        return f"HttpSinkAuth(webhook_secret={secret}, header={header})"
+
+
 class HttpSink:
-    """Dead letters POSTed as JSON arrays of up to HTTP_SINK_CHUNK records; 2xx means stored."""
+    """Dead letters POSTed as JSON arrays of up to HTTP_SINK_CHUNK records; 2xx means stored.
+
+    With a Standard Webhooks secret, each POST carries `webhook-id` (one per chunk, the same
+    on every attempt: the receiver's idempotency key), `webhook-timestamp` and
+    `webhook-signature` (fresh on every attempt); with a static header, that header too.
+    """
 
     #: A POST carries hundreds of records: the per-record share of its time is small.
     seconds_per_record = 50e-6
 
-    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        auth: HttpSinkAuth | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         parts = urlsplit(url)
         try:
             httpx.URL(url)
@@ -254,6 +285,15 @@ class HttpSink:
         # Scheme and host only: a path or query may carry a credential.
         self.description = f"POST {parts.scheme}://{parts.hostname}{port}"
         self._url = url
+        self._signer = _webhook_signer(auth.webhook_secret) if auth else None
+        self._header = auth.header if auth else None
+        if self._header is not None and parts.scheme == "http" and not _loopback(parts.hostname):
+            structlog.get_logger("handler.deadletter").warning(
+                "DEAD_LETTER_AUTH_HEADER is sent over plain http to a host that is not this "
+                "machine: the credential crosses the network in cleartext; use an https URL",
+                sink=self.description,
+            )
+        self._clock = clock
         # The function's own transport (one pool for ECS and the sink) unless told otherwise.
         self._http = httpx.AsyncClient(transport=transport, trust_env=False)
         self._owns_transport = transport is None
@@ -269,9 +309,23 @@ class HttpSink:
                 raise DeadLetterError(str(exc), stored=stored) from None
             stored += len(chunk)
 
+    def _headers(self, body: bytes, webhook_id: str) -> dict[str, str]:
+        """The headers of one attempt: signed now, when a secret is configured."""
+        headers = {"Content-Type": "application/json"}
+        if self._header is not None:
+            name, value = self._header
+            headers[name] = value
+        if self._signer is not None:
+            now = dt.datetime.fromtimestamp(int(self._clock()), dt.UTC)
+            headers["webhook-id"] = webhook_id
+            headers["webhook-timestamp"] = str(int(now.timestamp()))
+            headers["webhook-signature"] = self._signer.sign(webhook_id, now, body.decode("ascii"))
+        return headers
+
     async def _post(self, body: bytes, deadline: float | None) -> None:
         """One chunk, retried by stamina on network errors, 429 and 5xx, never past `deadline`."""
         last = ["no time left before the invocation's deadline"]
+        webhook_id = f"msg_{uuid.uuid4().hex}"
 
         def retryable(exc: Exception) -> bool:
             return isinstance(exc, _Retryable)
@@ -287,7 +341,7 @@ class HttpSink:
                     wait_jitter=0.1,
                 ):
                     with attempt:
-                        await self._post_once(body, deadline, last)
+                        await self._post_once(body, webhook_id, deadline, last)
                         return
         except TimeoutError:
             if last[0].startswith("no time"):
@@ -296,11 +350,13 @@ class HttpSink:
             pass
         raise DeadLetterError(f"cannot {self.description}: {last[0]}")
 
-    async def _post_once(self, body: bytes, deadline: float | None, last: list[str]) -> None:
+    async def _post_once(
+        self, body: bytes, webhook_id: str, deadline: float | None, last: list[str]
+    ) -> None:
         timeout = retrying.time_left(deadline, HTTP_SINK_TIMEOUT_S)
         if timeout <= 0.0:
             raise TimeoutError
-        headers = {"Content-Type": "application/json"}
+        headers = self._headers(body, webhook_id)
         try:
             # The whole POST, not each read: a sink trickling bytes (or endless 100 Continue
             # lines) is cut at the timeout.
@@ -325,6 +381,51 @@ class HttpSink:
         """Close the HTTP client (not a transport it shares with the ECS client)."""
         if self._owns_transport:
             await self._http.aclose()
+
+
+def _loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses: plain http there never leaves the machine."""
+    import ipaddress
+
+    host = (host or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_signer(secret: str | None) -> Webhook | None:
+    """The Standard Webhooks signer of `secret`; ValueError (never quoting it) if unusable."""
+    if secret is None:
+        return None
+    from standardwebhooks.webhooks import Webhook
+
+    try:
+        return Webhook(secret)
+    except Exception:  # noqa: BLE001 - binascii.Error, EmptyWebhookSecretError: the value's fault
+        raise ValueError(
+            "DEAD_LETTER_SECRET: must be a Standard Webhooks secret: whsec_ followed by base64"
+        ) from None
+
+
+def _smn_sink(
+    url: str,
+    transport: httpx.AsyncBaseTransport | None,
+    auth: httpx.Auth | None,
+    endpoint: str | None,
+) -> DeadLetterSink:
+    from handler.queues.sinks import SmnSink
+    from handler.queues.smn import parse_topic
+
+    topic = parse_topic(url, endpoint=endpoint)
+    if auth is None:
+        raise ValueError(
+            "DEAD_LETTER_URL: an SMN topic is published to with the ECS calls' credentials, "
+            "and none were given"
+        )
+    return SmnSink(topic, auth, transport=transport)
 
 
 def _sqs_sink(
@@ -372,21 +473,29 @@ def make_sink(
     transport: httpx.AsyncBaseTransport | None = None,
     aws: Mapping[str, str] | None = None,
     aws_credentials: tuple[str, str, str | None] | None = None,
+    huawei_auth: httpx.Auth | None = None,
+    smn_endpoint: str | None = None,
+    http_auth: HttpSinkAuth | None = None,
 ) -> DeadLetterSink:
-    """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…`, `http(s)://…` or
-    an SQS queue (`sqs://…`, or the https URL of one), with the AWS_* settings given.
+    """Build the sink that DEAD_LETTER_URL names: `log`, a path, `file://…`, `http(s)://…`
+    (authenticated by `http_auth`), an SQS queue (`sqs://…`, or the https URL of one) with the
+    AWS_* settings given, or an SMN topic (`smn://urn:smn:…`) published to with `huawei_auth`,
+    the ECS calls' own authentication.
 
     Raises ValueError saying what is wrong or missing.
     """
     if url.lower() == "log":
         return LogSink()
+    from handler.queues.smn import is_smn_url
     from handler.queues.sqs import is_sqs_url
 
     if is_sqs_url(url):
         return _sqs_sink(url, transport, aws or {}, aws_credentials)
+    if is_smn_url(url):
+        return _smn_sink(url, transport, huawei_auth, smn_endpoint)
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        return HttpSink(url, transport=transport)
+        return HttpSink(url, transport=transport, auth=http_auth)
     if parts.scheme == "file":
         return FileSink(Path(unquote(parts.path)))
     if parts.scheme and len(parts.scheme) > 1:

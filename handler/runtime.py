@@ -26,7 +26,7 @@ import structlog
 from handler import logs, metrics, redaction
 from handler.config import Config, ConfigError, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
-from handler.deadletter import DeadLetterSink, make_sink
+from handler.deadletter import DeadLetterSink, HttpSinkAuth, make_sink
 from handler.ecs.client import EcsClient
 from handler.ecs.keystone import (
     CATALOG_TYPES,
@@ -189,7 +189,11 @@ class _LoopThread:
 
 def _check_urls(config: Config, *, proxies: bool) -> None:
     """Fail the cold start on a URL httpx cannot send to, or a proxy for one that is unusable."""
-    named = {"ECS_ENDPOINT": config.endpoint, "OS_AUTH_URL": config.os_auth_url}
+    named = {
+        "ECS_ENDPOINT": config.endpoint,
+        "OS_AUTH_URL": config.os_auth_url,
+        "SMN_ENDPOINT": _smn_endpoint(config),
+    }
     urls = [url for url in named.values() if url is not None]
     for name, url in named.items():
         if url is None:
@@ -205,6 +209,18 @@ def _check_urls(config: Config, *, proxies: bool) -> None:
     for url in urls:
         if problem := proxy_error(url):
             raise ConfigError(f"invalid configuration: {problem}")
+
+
+def _smn_endpoint(config: Config) -> str | None:
+    """The SMN sink's endpoint (given or derived from its topic's region), or None."""
+    from handler.queues.smn import is_smn_url, parse_topic
+
+    if not is_smn_url(config.dead_letter_url):
+        return None
+    try:
+        return parse_topic(config.dead_letter_url, endpoint=config.smn_endpoint).endpoint
+    except ValueError:
+        return None  # said by make_sink
 
 
 def _password_settings(config: Config) -> PasswordSettings:
@@ -249,20 +265,29 @@ class Runtime:
         self.redactor = redaction.set_process_secrets([*config.secrets(), *proxy_secrets()])
         _check_urls(config, proxies=transport is None)
         self._transport = transport or AdaptiveTransport(max_connections=config.max_concurrency)
+        self._uses_context_credentials = False
+        #: The Keystone token flow, when OS_AUTH_URL is set (the token lives as long as this).
+        self.keystone: KeystoneAuth | None = None
+        auth = self._make_auth()
         try:  # before the loop: nothing is running yet if it fails
+            secret = config.dead_letter_secret
             self.sink = sink or make_sink(
                 config.dead_letter_url,
                 transport=self._transport,
                 aws=config.aws_settings(),
                 aws_credentials=config.aws_credentials(),
+                # An SMN topic is published to as the ECS calls are made: same signer, same
+                # credentials (or token).
+                huawei_auth=auth,
+                smn_endpoint=config.smn_endpoint,
+                http_auth=HttpSinkAuth(
+                    webhook_secret=secret.get_secret_value() if secret else None,
+                    header=config.dead_letter_header(),
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
         self._meter = meter_for(self.sink)
-        self._uses_context_credentials = False
-        #: The Keystone token flow, when OS_AUTH_URL is set (the token lives as long as this).
-        self.keystone: KeystoneAuth | None = None
-        auth = self._make_auth()
         keystone = self.keystone
         self.client = EcsClient(
             endpoint=config.endpoint,

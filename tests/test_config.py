@@ -470,7 +470,7 @@ def test_dead_letter_password_and_query_never_echoed(base: pytest.MonkeyPatch) -
     assert "QueryTok" not in message
 
 
-@pytest.mark.parametrize("scheme", ["smn", "ftp", "s3", "kafka"])
+@pytest.mark.parametrize("scheme", ["ftp", "s3", "kafka", "amqp"])
 def test_dead_letter_sinks_are_only_those_of_today(base: pytest.MonkeyPatch, scheme: str) -> None:
     base.setenv("DEAD_LETTER_URL", f"{scheme}://somewhere/x")
     assert f"not {scheme}://" in _error("DEAD_LETTER_URL")
