@@ -218,7 +218,7 @@ def _invoke(args: argparse.Namespace) -> int:
     from handler.config import ConfigError, load_config
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext, local_sandbox, read_event, sandbox_config
-    from handler.runtime import DeadLetterWriteError, Runtime
+    from handler.runtime import DeadLetterWriteError, FanOutError, Runtime
     from handler.sources import UnknownEventError
 
     event = read_event(args.event)
@@ -244,7 +244,12 @@ def _invoke(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             _error(redaction.current().text(str(exc)))
             return 2
-        except (UnknownEventError, DeadLetterWriteError, CredentialsUnavailableError) as exc:
+        except (
+            UnknownEventError,
+            DeadLetterWriteError,
+            FanOutError,
+            CredentialsUnavailableError,
+        ) as exc:
             _error(redaction.current().text(str(exc)))
             return 1
     text = json.dumps(redaction.current().value(response), indent=2, ensure_ascii=False)

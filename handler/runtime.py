@@ -24,7 +24,7 @@ import httpx
 import structlog
 
 from handler import logs, metrics, redaction
-from handler.config import Config, ConfigError, load_config
+from handler.config import Config, ConfigError, http_url_problem, load_config
 from handler.context import Invocation, functiongraph_credentials, read_invocation
 from handler.deadletter import DeadLetterSink, HttpSinkAuth, make_sink
 from handler.ecs.client import EcsClient
@@ -47,6 +47,7 @@ from handler.ecs.signing import (
 )
 from handler.ecs.transport import AdaptiveTransport, proxy_error, proxy_secrets
 from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summarise
+from handler.fanout import FanOutTarget
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
 from handler.sources.base import RejectedEvent, SourceSettings
@@ -55,6 +56,7 @@ from handler.sources.webhook import ReplayCache
 __all__ = [
     "CredentialsUnavailableError",
     "DeadLetterWriteError",
+    "FanOutError",
     "Invoked",
     "Runtime",
     "RuntimeClosedError",
@@ -82,6 +84,10 @@ class Invoked:
 
 class RuntimeClosedError(RuntimeError):
     """The runtime was closed (reset_runtime, process exit) while the invocation ran."""
+
+
+class FanOutError(RuntimeError):
+    """A cleanup's work items were not all sent; the platform must run the cleanup again."""
 
 
 class DeadLetterWriteError(RuntimeError):
@@ -288,6 +294,9 @@ class Runtime:
         except ValueError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
         self._meter = meter_for(self.sink)
+        self._auth = auth
+        #: The client fan-out targets send with (over the same pool), made at the first one.
+        self._fan_out_http: httpx.AsyncClient | None = None
         keystone = self.keystone
         self.client = EcsClient(
             endpoint=config.endpoint,
@@ -443,6 +452,7 @@ class Runtime:
                 # request is already built and waiting (the client's limit caps what is sent).
                 workers=2 * self.config.max_concurrency,
                 meter=self._meter,
+                fan_out=self._fan_out_target,
             )
             measured = metrics.start() if config.metrics == "emf" else None
             reports = await settle(job, deps)
@@ -456,7 +466,57 @@ class Runtime:
                     f"{len(failures)} unit(s) could not be dead-lettered: {failures[0]}; "
                     "failing so the platform retries"
                 )
+            unsent = summary.get("cleanup", {}).get("fan_out", {}).get("unsent_servers")
+            if unsent:
+                raise FanOutError(
+                    f"the work of {len(unsent)} server(s) was not sent "
+                    f"(first: {unsent[0]}); failing so the platform runs the cleanup again"
+                )
             return Invoked(source.respond(reports, summary), reports, summary)
+
+    def _fan_out_target(self, url: str) -> FanOutTarget:
+        """The target a selector's `fan_out` names; ValueError saying why it cannot be used."""
+        from handler.queues.smn import is_smn_url
+        from handler.queues.sqs import is_sqs_url
+
+        http = self._fan_out_http
+        if http is None:
+            http = self._fan_out_http = httpx.AsyncClient(
+                transport=self._transport, trust_env=False
+            )
+        config = self.config
+        if is_sqs_url(url):
+            from handler.queues.sigv4 import AwsCredentials
+            from handler.queues.sinks import SqsSink
+            from handler.queues.targets import SqsTarget
+
+            credentials = config.aws_credentials()
+            if credentials is None:
+                raise ValueError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: needed for sqs://")
+            try:
+                SqsSink.check_signer()
+            except ImportError:
+                raise ValueError("an SQS queue needs Python 3.12 or later") from None
+            return SqsTarget(
+                url,
+                aws=config.aws_settings(),
+                credentials=AwsCredentials(*credentials),
+                http=http,
+            )
+        if is_smn_url(url):
+            from handler.queues.smn import SmnClient, parse_topic
+
+            topic = parse_topic(url, endpoint=config.smn_endpoint)
+            return SmnClient(topic, http=http, auth=self._auth)
+        if url.partition("://")[0].lower() in ("http", "https"):
+            from handler.queues.targets import HttpTarget
+
+            problem = http_url_problem(url)
+            if problem is not None:
+                raise ValueError(problem)
+            secret = config.webhook_secret
+            return HttpTarget(url, secret=secret.get_secret_value() if secret else None, http=http)
+        raise ValueError("must be an sqs://, smn:// or http(s):// URL")
 
     async def _learn_project(self, remaining_s: float | None) -> None:
         """Take the default project from the Keystone token (OS_PROJECT_NAME alone).
@@ -531,6 +591,8 @@ class Runtime:
             await asyncio.gather(*running, return_exceptions=True)
             await self.client.aclose()
             await self.sink.aclose()
+            if self._fan_out_http is not None:
+                await self._fan_out_http.aclose()
             await self._transport.aclose()
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from handler.ecs.signing import CredentialsUnavailableError
     from handler.local import FakeContext
-    from handler.runtime import DeadLetterWriteError
+    from handler.runtime import DeadLetterWriteError, FanOutError
 
     selector = selector_of(args)
     problem = _selector_problem(selector)
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         except CredentialsUnavailableError as exc:
             common.error(str(exc))
             return 2
-        except DeadLetterWriteError as exc:
+        except (DeadLetterWriteError, FanOutError) as exc:
             common.error(str(exc))
             return 1
         sink = runtime.sink.description
