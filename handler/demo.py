@@ -18,6 +18,9 @@ CLEANUPS = (
     ("cleanup, dry run", {"cleanup": {**_SELECTOR, "dry_run": True}}),
     ("cleanup", {"cleanup": _SELECTOR}),
 )
+#: The fan-out part: the work queue, the dead-letter queue, and a server no longer there.
+WORK_QUEUE, DEAD_LETTER_QUEUE = "janitor-work", "janitor-dlq"
+GONE_SERVER = "00000000-0000-4000-8000-00000000dead"
 
 
 def _line(result: Result, unit: UnitReport) -> str:
@@ -70,7 +73,9 @@ def run_demo(events: Path, out: Path) -> int:
                 done = runtime.run(read_event(events / name), FakeContext(30_000))
                 print(f"\n== {name}")
                 _show(done.response, done.reports, _count_lines(sink) - before, sink)
-            for title, event in CLEANUPS:
+            for index, (title, event) in enumerate(CLEANUPS):
+                if index == 1:  # after the dry run, before the real sweep: the fan-out way
+                    _fan_out(sandbox, seed, runtime)
                 before = _count_lines(sink)
                 done = runtime.run(event, FakeContext(30_000))
                 print(f"\n== {title}: {json.dumps(event)}")
@@ -85,6 +90,66 @@ def run_demo(events: Path, out: Path) -> int:
     print(f"\nEvery pair above ended deleted, absent, dry_run, back on the queue, or in {sink}.")
     sys.stdout.flush()
     return 0
+
+
+def _sqs_url(sandbox: Any, name: str) -> str:
+    url: str = sandbox.queue_url(name)
+    return "sqs://" + url.split("://", 1)[1]
+
+
+def _fan_out(sandbox: Any, seed: dict[str, Any], runtime: Any) -> None:
+    """A scheduled cleanup fans out to a queue; the queue is drained through the function."""
+    import importlib.util
+
+    import httpx
+
+    from handler.commands import drain
+    from handler.queues.sigv4 import AwsCredentials
+    from handler.runtime import Runtime
+
+    print(f"\n== fan-out: a schedule sends the work to the {WORK_QUEUE} queue")
+    if importlib.util.find_spec("aws_sdk_signers") is None:
+        print("  skipped: SQS needs aws-sdk-signers, which needs Python 3.12 or later")
+        return
+    event = {"cleanup": {**_SELECTOR, "fan_out": _sqs_url(sandbox, WORK_QUEUE)}}
+    done = runtime.run(event, FakeContext(30_000))
+    fan = done.summary["cleanup"]["fan_out"]
+    print(f"  {json.dumps(event)}")
+    print(f"  sent {fan['sent']} of {fan['messages']} work item(s) to {fan['to']}; no DELETE yet")
+    aws = sandbox.aws
+    credentials = AwsCredentials(aws["access_key_id"], aws["secret_access_key"])
+    queue = sandbox.queue_url(WORK_QUEUE)
+    with httpx.Client() as http:
+        client = drain.SqsClient(sandbox.url, "us-east-1", credentials, http=http)
+        # A server deleted between the sweep and its work item: a dead letter, in a queue.
+        stale = {"server_id": GONE_SERVER, "keys": ["lease-owner"]}
+        client.call("SendMessage", {"QueueUrl": queue, "MessageBody": json.dumps(stale)})
+        print(f"  (and one stale work item, for {GONE_SERVER[:8]}…, a server no longer there)")
+        print(f"\n== drain {WORK_QUEUE}: SQS events through the function, dead letters → SQS")
+        overrides = {"DEAD_LETTER_URL": _sqs_url(sandbox, DEAD_LETTER_QUEUE), "MAX_ATTEMPTS": "2"}
+        consumer = Runtime(sandbox_config(sandbox, seed, **overrides))
+        try:
+            drain.drain(
+                client,
+                queue,
+                f"arn:aws:sqs:us-east-1:000000000000:{WORK_QUEUE}",
+                lambda sqs_event: consumer.invoke(sqs_event, FakeContext(30_000)),
+                batch_size=10,
+                max_batches=5,
+                out=lambda line: print(f"  {line}"),
+            )
+        finally:
+            consumer.close()
+    queues = {q["name"]: q for q in sandbox.state()["queues"]}
+    back = [json.loads(m["body"])["server_id"][:8] for m in queues[WORK_QUEUE]["messages"]]
+    letters = [json.loads(m["body"]) for m in queues[DEAD_LETTER_QUEUE]["messages"]]
+    print(f"  back on {WORK_QUEUE}, to be retried (locked or building): {back or 'none'}")
+    for letter in letters:
+        item = letter["item"] or {}
+        print(
+            f"  dead letter in {DEAD_LETTER_QUEUE}: {str(item.get('server_id'))[:8]}…/"
+            f"{item.get('key')} {letter['reason']}"
+        )
 
 
 def _env_set(name: str) -> bool:
