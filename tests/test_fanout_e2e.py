@@ -116,3 +116,20 @@ def test_a_fan_out_target_that_cannot_be_used_is_an_invalid_selector(
     response = app.handler(_scheduled(selector), FakeContext(10_000))
     assert response["summary"]["invalid"] == 1
     assert not [r for r in sandbox.requests() if r["method"] == "DELETE"]
+
+
+def test_a_cleanup_fans_out_to_an_smn_topic_signed_as_the_ecs_calls_are(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _configure(monkeypatch, sandbox, tmp_path)
+    monkeypatch.setenv("SMN_ENDPOINT", sandbox.url)
+    topic = sandbox.topic_urn("janitor-dlq-topic")
+    response = app.handler(
+        _scheduled({"key_patterns": ["lease-*"], "fan_out": f"smn://{topic}"}), FakeContext(30_000)
+    )
+    fan = response["summary"]["cleanup"]["fan_out"]
+    assert fan["sent"] == fan["messages"] > 0
+    published = next(t for t in sandbox.state()["topics"] if t["urn"] == topic)["messages"]
+    items = [json.loads(m["message"]) for m in published]
+    assert {item["server_id"] for item in items} and all(item["keys"] for item in items)
+    assert not [r for r in sandbox.requests() if r["method"] == "DELETE"]
