@@ -186,6 +186,21 @@ def _http_url_problem(value: str, *, allow_userinfo: bool, allow_query: bool) ->
     return None
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and loopback addresses: plain http there never leaves the machine."""
+    import ipaddress  # already loaded by urllib.parse: free
+
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def http_url_problem(value: str, *, allow_userinfo: bool = False) -> str | None:
     """Why a URL is not a usable http(s) base URL as ECS_ENDPOINT must be (no query string or
     fragment; no user info unless allowed), or None; the reason never quotes the URL."""

@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from handler import redaction, retrying
+from handler.config import is_loopback_host
 from handler.logs import unfiltered_logger
 from handler.outcomes import Result
 
@@ -287,7 +288,11 @@ class HttpSink:
         self._url = url
         self._signer = _webhook_signer(auth.webhook_secret) if auth else None
         self._header = auth.header if auth else None
-        if self._header is not None and parts.scheme == "http" and not _loopback(parts.hostname):
+        if (
+            self._header is not None
+            and parts.scheme == "http"
+            and not is_loopback_host(parts.hostname)
+        ):
             structlog.get_logger("handler.deadletter").warning(
                 "DEAD_LETTER_AUTH_HEADER is sent over plain http to a host that is not this "
                 "machine: the credential crosses the network in cleartext; use an https URL",
@@ -381,19 +386,6 @@ class HttpSink:
         """Close the HTTP client (not a transport it shares with the ECS client)."""
         if self._owns_transport:
             await self._http.aclose()
-
-
-def _loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses: plain http there never leaves the machine."""
-    import ipaddress
-
-    host = (host or "").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def _webhook_signer(secret: str | None) -> Webhook | None:

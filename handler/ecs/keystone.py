@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import ipaddress
 import json
 import re
 import time
@@ -56,7 +55,7 @@ import httpx
 import structlog
 
 from handler import redaction
-from handler.config import http_url_problem
+from handler.config import http_url_problem, is_loopback_host
 from handler.ecs.reply import message_of, parse_retry_after
 from handler.ecs.retry import BUDGET_EXTENSION
 from handler.ecs.signing import CredentialsUnavailableError
@@ -231,23 +230,10 @@ class _Failure:
     told: bool = False
 
 
-def _is_loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses: plain http there never leaves the machine."""
-    if not host:
-        return False
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def _cleartext(url: str) -> bool:
     """True for a plain http URL to a host that is not the loopback."""
     parts = urlsplit(url)
-    return parts.scheme.lower() == "http" and not _is_loopback(parts.hostname)
+    return parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname)
 
 
 def base_of(url: str) -> str:
