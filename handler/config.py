@@ -500,6 +500,19 @@ class Config(BaseModel):
                 f"{name}: authenticates the HTTP sink's POSTs, but DEAD_LETTER_URL is not an "
                 "http(s) URL: remove it, or send dead letters to an http(s) URL"
             )
+        header = self.dead_letter_auth_header
+        if header is not None and header.get_secret_value().split(":", 1)[0].strip().lower() == (
+            "authorization"
+        ):
+            try:
+                userinfo = "@" in urlsplit(self.dead_letter_url).netloc
+            except ValueError:
+                userinfo = False
+            if userinfo:
+                raise ValueError(
+                    "DEAD_LETTER_AUTH_HEADER: DEAD_LETTER_URL carries a user and password, whose "
+                    "Basic authorization would replace this header: remove one of them"
+                )
         return self
 
     @model_validator(mode="after")

@@ -23,18 +23,17 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from handler.commands import common
 from handler.commands.progress import ProgressDisplay
 from handler.queues.sigv4 import AwsCredentials, SigV4Auth
+from handler.queues.sqs import parse_queue
 
 INTERRUPTED = 130
 MAX_BATCH = 10
@@ -43,7 +42,6 @@ TIMEOUT_S = 30.0
 WAIT_S = 0
 #: Attempts per SQS request on throttling, a 5xx or a network error.
 ATTEMPTS = 3
-_SQS_HOST = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _RETRYABLE_CODES = frozenset(
     {"RequestThrottled", "ThrottlingException", "ServiceUnavailable", "InternalError"}
 )
@@ -209,10 +207,10 @@ def returned_ids(response: Any, messages: list[dict[str, Any]]) -> set[str]:
     ids: set[str] = set()
     for failure in failures:
         identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
-        if not identifier:
-            return every
+        if not identifier or str(identifier) not in every:
+            return every  # Lambda fails the whole batch on an id it did not send
         ids.add(str(identifier))
-    return ids & every
+    return ids
 
 
 # --- the drain ------------------------------------------------------------------------------------
@@ -230,6 +228,8 @@ class DrainResult:
     #: Why it stopped: `empty`, `came back`, `max batches` or `invocation failed`.
     stopped: str = "empty"
     returned_ids: set[str] = field(default_factory=set)
+    #: Messages settled whose delete failed: received again, they are not run again.
+    delete_failed_ids: set[str] = field(default_factory=set)
 
     @property
     def clean(self) -> bool:
@@ -260,7 +260,7 @@ def drain(
             result.stopped = "empty"
             return result
         ids = [str(m.get("MessageId")) for m in messages]
-        if all(i in result.returned_ids for i in ids):
+        if all(i in result.returned_ids or i in result.delete_failed_ids for i in ids):
             out(f"batch {result.batches + 1}: {len(ids)} message(s) handed back earlier came back")
             result.stopped = "came back"
             return result
@@ -284,6 +284,8 @@ def drain(
             if str(m.get("MessageId")) not in back
         }
         failed = client.delete(url, settled) if settled else []
+        by_entry = {f"m{index}": str(m.get("MessageId")) for index, m in enumerate(messages)}
+        result.delete_failed_ids.update(by_entry.get(str(f.get("Id")), "") for f in failed)
         result.deleted += len(settled) - len(failed)
         result.delete_failed += len(failed)
         result.returned += len(back)
@@ -316,20 +318,22 @@ class Target:
 def _environment_target(queue: str) -> Target:
     """The queue from the environment, as the AWS SDKs read it; raise CommandError."""
     environ = os.environ
-    host = urlsplit(queue).netloc if "://" in queue else ""
-    endpoint = (
-        environ.get("AWS_ENDPOINT_URL_SQS", "").strip()
-        or environ.get("AWS_ENDPOINT_URL", "").strip()
-    )
-    region = environ.get("AWS_REGION", "").strip() or environ.get("AWS_DEFAULT_REGION", "").strip()
-    named = _SQS_HOST.match(host.split(":")[0])
-    if not region and named is not None:
-        region = named.group(1)
-    if not region:
-        raise common.CommandError("no AWS_REGION set, and the queue URL names no region")
-    if not endpoint:
+    if "://" in queue:  # sqs://… or https://…: read as the dead-letter sink reads it
+        try:
+            parsed = parse_queue(queue, environ)
+        except ValueError as exc:
+            raise common.CommandError(str(exc)) from None
+        endpoint, region, queue = parsed.endpoint, parsed.region, parsed.url
+    else:
+        region = (
+            environ.get("AWS_REGION", "").strip() or environ.get("AWS_DEFAULT_REGION", "").strip()
+        )
+        if not region:
+            raise common.CommandError("no AWS_REGION set, and a queue name names no region")
         endpoint = (
-            f"{urlsplit(queue).scheme}://{host}" if host else f"https://sqs.{region}.amazonaws.com"
+            environ.get("AWS_ENDPOINT_URL_SQS", "").strip()
+            or environ.get("AWS_ENDPOINT_URL", "").strip()
+            or f"https://sqs.{region}.amazonaws.com"
         )
     key = environ.get("AWS_ACCESS_KEY_ID", "").strip()
     secret = environ.get("AWS_SECRET_ACCESS_KEY", "").strip()

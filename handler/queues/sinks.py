@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ import httpx
 from handler.deadletter import DeadLetterError
 from handler.queues.sigv4 import AwsCredentials, SigV4Auth
 from handler.queues.smn import MAX_MESSAGE_BYTES, MAX_TTL_S, SmnClient, SmnTopic
-from handler.queues.sqs import SqsClient, SqsQueue
+from handler.queues.sqs import FifoIds, SqsClient, SqsQueue
 
 __all__ = ["SmnSink", "SqsSink", "pack"]
 
@@ -42,7 +43,11 @@ class SqsSink:
     async def write(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> None:
         """Send every record; raise DeadLetterError naming those SQS did not store."""
         bodies = [json.dumps(record) for record in records]  # ASCII: every character SQS allows
-        result = await self._client.send(bodies, deadline=deadline)
+        fifo = None
+        if self._client.queue.fifo:  # one group per write: its records keep their order
+            write = f"dead-letters-{uuid.uuid4().hex}"
+            fifo = FifoIds(groups=[write] * len(bodies), dedup_prefix=write)
+        result = await self._client.send(bodies, deadline=deadline, fifo=fifo)
         if result.failed:
             first = min(result.failed)
             raise DeadLetterError(

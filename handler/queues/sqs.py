@@ -17,6 +17,7 @@ from handler import retrying
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_ENTRIES",
+    "FifoIds",
     "SqsClient",
     "SqsQueue",
     "SqsSendResult",
@@ -34,7 +35,8 @@ ATTEMPTS = 4
 #: The longest one request may take (less when the invocation's time is short).
 REQUEST_TIMEOUT_S = 10.0
 
-_AWS_HOST = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+#: AWS's SQS hosts: regional, FIPS and dual-stack (`sqs.<region>.api.aws`).
+_AWS_HOST = re.compile(r"^sqs(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$")
 _LEGACY_HOST = re.compile(r"^([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?$")
 #: Errors worth another try: the service's throttling and its own failures.
 _RETRYABLE_CODES = frozenset(
@@ -56,6 +58,11 @@ class SqsQueue:
     url: str
     endpoint: str
     region: str
+
+    @property
+    def fifo(self) -> bool:
+        """True for a FIFO queue (its name ends in `.fifo`)."""
+        return self.url.endswith(".fifo")
 
     @property
     def description(self) -> str:
@@ -82,8 +89,9 @@ def parse_queue(url: str, environ: Mapping[str, str]) -> SqsQueue:
     """The queue a DEAD_LETTER_URL names; the endpoint as the AWS SDKs choose it.
 
     The endpoint is AWS_ENDPOINT_URL_SQS, else AWS_ENDPOINT_URL, else the queue URL's own
-    host; the region is AWS_REGION (else AWS_DEFAULT_REGION), else the one in the host name.
-    Raises ValueError saying what is missing.
+    host. The signing region is the one the queue's AWS host names when the request goes there
+    (a queue in another region than the function's), else AWS_REGION (else
+    AWS_DEFAULT_REGION). Raises ValueError saying what is missing.
     """
     parts = urlsplit(url)
     if not parts.hostname or parts.path.count("/") != 2 or parts.path.endswith("/"):
@@ -96,13 +104,17 @@ def parse_queue(url: str, environ: Mapping[str, str]) -> SqsQueue:
     scheme = "https" if parts.scheme.lower() == "sqs" else parts.scheme.lower()
     queue_url = f"{scheme}://{parts.netloc}{parts.path}"
     host = parts.hostname.lower()
-    endpoint = _variable(environ, "AWS_ENDPOINT_URL_SQS") or _variable(environ, "AWS_ENDPOINT_URL")
-    endpoint = (endpoint or f"{scheme}://{parts.netloc}").rstrip("/")
+    configured = _variable(environ, "AWS_ENDPOINT_URL_SQS") or _variable(
+        environ, "AWS_ENDPOINT_URL"
+    )
+    endpoint = (configured or f"{scheme}://{parts.netloc}").rstrip("/")
     match = _AWS_HOST.match(host) or _LEGACY_HOST.match(host)
+    hosts_region = match.group(1) if match else None
     region = (
-        _variable(environ, "AWS_REGION")
+        (hosts_region if configured is None else None)
+        or _variable(environ, "AWS_REGION")
         or _variable(environ, "AWS_DEFAULT_REGION")
-        or (match.group(1) if match else None)
+        or hosts_region
     )
     if region is None:
         raise ValueError(
@@ -114,6 +126,19 @@ def parse_queue(url: str, environ: Mapping[str, str]) -> SqsQueue:
 def _variable(environ: Mapping[str, str], name: str) -> str | None:
     value = environ.get(name, "").strip()
     return value or None
+
+
+@dataclass(frozen=True, slots=True)
+class FifoIds:
+    """What a FIFO queue needs of each message: its group, and a deduplication id prefix."""
+
+    groups: Sequence[str]
+    dedup_prefix: str
+
+
+def _is_index(value: object) -> bool:
+    """True for an entry id this client sent: ASCII digits ("²" is a digit, not an index)."""
+    return isinstance(value, str | int) and str(value).isascii() and str(value).isdigit()
 
 
 @dataclass(slots=True)
@@ -142,9 +167,13 @@ class SqsClient:
         bodies: Sequence[str],
         *,
         deadline: float | None = None,
-        group_id: str | None = None,
+        fifo: FifoIds | None = None,
     ) -> SqsSendResult:
-        """Send every body; return those not stored after the retries (by index, with why)."""
+        """Send every body; return those not stored after the retries (by index, with why).
+
+        A FIFO queue needs `fifo`: each message's group, and a prefix that makes its
+        deduplication id (the same on a retry, so a retried entry is never stored twice).
+        """
         result = SqsSendResult()
         for batch in batches(bodies):
             too_big = [i for i in batch if len(bodies[i].encode()) > MAX_BATCH_BYTES]
@@ -152,7 +181,7 @@ class SqsClient:
                 result.failed[index] = f"larger than SQS's {MAX_BATCH_BYTES:,} bytes"
             batch = [i for i in batch if i not in too_big]
             if batch:
-                result.failed.update(await self._send_batch(bodies, batch, deadline, group_id))
+                result.failed.update(await self._send_batch(bodies, batch, deadline, fifo))
         return result
 
     async def _send_batch(
@@ -160,7 +189,7 @@ class SqsClient:
         bodies: Sequence[str],
         batch: list[int],
         deadline: float | None,
-        group_id: str | None,
+        fifo: FifoIds | None,
     ) -> dict[int, str]:
         """One batch, its Failed entries (and the whole, on errors) retried within the time."""
         pending = list(batch)
@@ -177,7 +206,7 @@ class SqsClient:
                     wait_jitter=0.1,
                 ):
                     with attempt:
-                        failed, retry = await self._post(bodies, pending, deadline, group_id)
+                        failed, retry = await self._post(bodies, pending, deadline, fifo)
                         final.update((i, why) for i, why in failed.items() if i not in retry)
                         last = {i: failed[i] for i in retry}
                         pending = retry
@@ -197,15 +226,15 @@ class SqsClient:
         bodies: Sequence[str],
         pending: list[int],
         deadline: float | None,
-        group_id: str | None,
+        fifo: FifoIds | None,
     ) -> tuple[dict[int, str], list[int]]:
         """POST one SendMessageBatch; return the failed entries and those worth retrying."""
         entries: list[dict[str, Any]] = []
         for index in pending:
             entry: dict[str, Any] = {"Id": str(index), "MessageBody": bodies[index]}
-            if group_id is not None:
-                entry["MessageGroupId"] = group_id
-                entry["MessageDeduplicationId"] = f"{group_id}-{index}"
+            if fifo is not None:
+                entry["MessageGroupId"] = fifo.groups[index]
+                entry["MessageDeduplicationId"] = f"{fifo.dedup_prefix}-{index}"
             entries.append(entry)
         body = json.dumps({"QueueUrl": self.queue.url, "Entries": entries}).encode()
         timeout = retrying.time_left(deadline, REQUEST_TIMEOUT_S)
@@ -238,7 +267,7 @@ class SqsClient:
         retry_ids: list[int] = []
         entries_failed = answer.get("Failed") if isinstance(answer, dict) else None
         for entry in entries_failed if isinstance(entries_failed, list) else []:
-            if not isinstance(entry, dict) or not str(entry.get("Id", "")).isdigit():
+            if not isinstance(entry, dict) or not _is_index(entry.get("Id")):
                 continue
             index = int(entry["Id"])
             if index not in pending:
@@ -250,7 +279,7 @@ class SqsClient:
         stored = {
             int(e["Id"])
             for e in (successful if isinstance(successful, list) else [])
-            if isinstance(e, dict) and str(e.get("Id", "")).isdigit()
+            if isinstance(e, dict) and _is_index(e.get("Id"))
         }
         for index in pending:  # neither stored nor failed: the answer left it out
             if index not in stored and index not in failed:

@@ -11,7 +11,7 @@ import httpx
 
 from handler import retrying
 from handler.queues.sigv4 import AwsCredentials, SigV4Auth
-from handler.queues.sqs import SqsClient, parse_queue
+from handler.queues.sqs import FifoIds, SqsClient, parse_queue
 
 __all__ = ["HttpTarget", "SqsTarget"]
 
@@ -38,14 +38,18 @@ class SqsTarget:
         self.description = queue.description
         auth = SigV4Auth(service="sqs", region=queue.region, credentials=lambda: credentials)
         self._client = SqsClient(queue, http=http, auth=auth)
-        # A FIFO queue keeps one group's order; the work items of one run have none to keep,
-        # so each gets its own group and they are spread over the consumers.
-        self._fifo = queue.url.endswith(".fifo")
+        # A FIFO queue keeps one group's order and holds the rest of a group back while one
+        # of its messages is in flight: the work items of a run have no order to keep, so each
+        # is its own group, and one locked server holds back nothing but itself.
+        self._fifo = queue.fifo
 
     async def send(self, bodies: Sequence[str], *, deadline: float | None) -> dict[int, str]:
         """Send every work item; return those not sent, with why."""
-        group = f"fan-out-{uuid.uuid4()}" if self._fifo else None
-        return (await self._client.send(bodies, deadline=deadline, group_id=group)).failed
+        fifo = None
+        if self._fifo:
+            run = f"fan-out-{uuid.uuid4().hex}"
+            fifo = FifoIds(groups=[f"{run}-{i}" for i in range(len(bodies))], dedup_prefix=run)
+        return (await self._client.send(bodies, deadline=deadline, fifo=fifo)).failed
 
 
 class HttpTarget:
