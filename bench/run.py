@@ -44,6 +44,9 @@ from bench.common import (
 from bench.limiter_choice import lines as limiter_lines
 from bench.limiter_choice import measure as measure_limiters
 from bench.pacing import bench_pacing, pacing_lines
+from bench.sigv4_choice import CANDIDATES as SIGNERS
+from bench.sigv4_choice import measure as measure_signers
+from bench.sigv4_choice import table as signer_table
 from handler import logs
 from handler.config import Config
 from handler.runtime import Runtime, new_event_loop
@@ -707,6 +710,16 @@ def _faults_line(faults: dict[str, Any]) -> list[str]:
     ]
 
 
+def _signer_lines(rows: list[dict[str, str]]) -> list[str]:
+    return [
+        "**9. SigV4 signer choice** (the SQS sink's; AWS's published vectors, and a POST "
+        "SendMessageBatch of 10 KiB with a session token; bench/sigv4_choice.py prints notes)",
+        "",
+        *signer_table(rows),
+        "",
+    ]
+
+
 def _goal(measure: str, figure: float, goal: str, met: bool) -> dict[str, Any]:
     return {"measure": measure, "figure": round(figure, 3), "goal": goal, "met": met}
 
@@ -809,6 +822,8 @@ def table(results: dict[str, Any]) -> str:
         lines += pacing_lines(results["pacing"])
     if results.get("limiter"):
         lines += limiter_lines(results["limiter"])
+    if results.get("sigv4"):
+        lines += _signer_lines(results["sigv4"])
     return "\n".join(lines)
 
 
@@ -877,7 +892,17 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-SECTIONS = ("cold", "throughput", "cpu", "memory", "peer", "faults", "pacing", "limiter")
+SECTIONS = (
+    "cold",
+    "throughput",
+    "cpu",
+    "memory",
+    "peer",
+    "faults",
+    "pacing",
+    "limiter",
+    "sigv4",
+)
 
 
 def main() -> int:
@@ -907,6 +932,7 @@ def main() -> int:
         "faults": lambda: bench_faults(pairs, 64),
         "pacing": bench_pacing,
         "limiter": measure_limiters,
+        "sigv4": lambda: measure_signers(SIGNERS, 3 if args.quick else 7)[0],
     }
     for name in SECTIONS:
         if name in only:
