@@ -96,6 +96,10 @@ def test_429s_of_requests_sent_before_the_cut_do_not_cut_again() -> None:
     assert pacer.throttles == 31
     clock.now += 1.0
     _accept(pacer, clock, 80, every=0.0125)  # a second of answers at the new rate
+    pacer.record(clock.now - 0.01, throttled=True)  # too soon after the cut (and its hold)
+    assert pacer.cuts == 1
+    clock.now += pacing.CUT_EVERY_S
+    _accept(pacer, clock, 80, every=0.0125)
     pacer.record(clock.now - 0.01, throttled=True)  # sent after the cut: the rate is too high
     assert pacer.cuts == 2
     assert pacer.rate is not None and pacer.rate < rate  # type: ignore[operator]
