@@ -110,7 +110,7 @@ def measure() -> list[dict[str, Any]]:
 def lines(rows: list[dict[str, Any]]) -> list[str]:
     """The Markdown table of the comparison."""
     out = [
-        f"**Limiter choice** ({TASKS} tasks at {RATE} requests/s for {SECONDS:.0f} s)",
+        f"**8. Limiter choice** ({TASKS} tasks at {RATE} requests/s for {SECONDS:.0f} s)",
         "",
         "| library | import ms | acquire CPU µs | rate achieved /s | most in any second |",
         "|---|--:|--:|--:|--:|",
