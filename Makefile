@@ -7,14 +7,17 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-dev-$(PYVER)
 
-.PHONY: test lint typecheck pytest demo sandbox package bench clean
+.PHONY: test lint typecheck pytest demo sandbox package lock bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@# A venv of another Python (an older checkout's) is made again for this one.
 	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYVER)" ]; then \
 	  echo "$(VENV) is not Python $(PYVER): making it again"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@# The runtime dependencies exactly as they ship (requirements.lock, hashes checked), then
+	@# the project and its dev tools around them.
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
@@ -46,8 +49,18 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
 
+# The zips for both architectures, from requirements.lock, and dist/SHA256SUMS.
 package: $(STAMP)
 	PY=$(PY) bash infra/package.sh
+
+# Pin the runtime dependencies again, with their hashes, from pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check pip-tools
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))' > dist-requirements.in
+	$(PY) -m piptools compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --no-header -o requirements.lock dist-requirements.in
+	rm -f dist-requirements.in
+	sed -i '1i # The runtime dependencies, pinned with their hashes: what `make package` ships and `make test`\n# installs. Regenerate with `make lock` (pip-compile --generate-hashes, from pyproject.toml).' requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo dist
