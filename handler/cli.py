@@ -222,13 +222,7 @@ def _invoke(args: argparse.Namespace) -> int:
     from handler.sources import UnknownEventError
 
     event = read_event(args.event)
-    use_sandbox = args.sandbox
-    if use_sandbox is None:
-        use_sandbox = not common.endpoint_configured()
-        if use_sandbox:
-            print(
-                "no ECS_ENDPOINT configured: running against an in-process sandbox", file=sys.stderr
-            )
+    use_sandbox = common.use_sandbox(args.sandbox)
     logs.set_stream(sys.stderr)
     with contextlib.ExitStack() as stack:
         try:

@@ -150,14 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     if problem is not None:
         common.error(problem)
         return 2
-    use_sandbox = args.sandbox
-    if use_sandbox is None:
-        use_sandbox = not common.endpoint_configured()
-        if use_sandbox:
-            print(
-                "no ECS_ENDPOINT configured: running against an in-process sandbox",
-                file=sys.stderr,
-            )
+    use_sandbox = common.use_sandbox(args.sandbox)
     display = ProgressDisplay(resolve_mode(args.progress, sys.stderr), sys.stderr)
     with contextlib.ExitStack() as stack:
         try:

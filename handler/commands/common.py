@@ -43,6 +43,17 @@ def endpoint_configured() -> bool:
     )
 
 
+def use_sandbox(choice: bool | None) -> bool:
+    """Whether to run against an in-process sandbox: as asked (--sandbox / --no-sandbox), else
+    when the environment names no endpoint, saying so on stderr."""
+    if choice is not None:
+        return choice
+    if endpoint_configured():
+        return False
+    print("no ECS_ENDPOINT configured: running against an in-process sandbox", file=sys.stderr)
+    return True
+
+
 def load(
     stack: contextlib.ExitStack, *, sandbox: bool, seed: Path | None, **overrides: str
 ) -> tuple[Config, Any]:

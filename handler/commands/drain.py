@@ -23,7 +23,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -374,14 +373,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_batches is not None and args.max_batches < 1:
         common.error("--max-batches must be at least 1")
         return 2
-    use_sandbox = args.sandbox
-    if use_sandbox is None:
-        use_sandbox = not common.endpoint_configured()
-        if use_sandbox:
-            print(
-                "no ECS_ENDPOINT configured: running against an in-process sandbox",
-                file=sys.stderr,
-            )
+    use_sandbox = common.use_sandbox(args.sandbox)
     with contextlib.ExitStack() as stack:
         try:
             runtime, sandbox = _start(stack, use_sandbox, args)
