@@ -50,8 +50,9 @@ def keystone_error(status: int, message: str, request_id: str) -> web.Response:
     return r.json_response(status, body, request_id)
 
 
-def _when(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime(_TIME_FORMAT)
+def _when(seconds: float, plus_s: float = 0.0) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(seconds=plus_s)
+    return moment.strftime(_TIME_FORMAT)
 
 
 def _object(data: Any, where: str) -> dict[str, Any]:
@@ -134,7 +135,8 @@ class KeystoneTokens:
                     {"id": uuid.uuid5(uuid.NAMESPACE_URL, "role:member").hex, "name": "member"}
                 ],
                 "issued_at": _when(now),
-                "expires_at": _when(expires),
+                # The stated life is exactly the TTL (two roundings of floats could differ by 1 µs).
+                "expires_at": _when(now, plus_s=self.seed.token_ttl_s),
                 "catalog": self._catalog(base_url, project.id),
             }
         }
