@@ -9,15 +9,16 @@ STAMP   = $(VENV)/.installed-dev-$(PYVER)
 
 .PHONY: test lint typecheck pytest demo sandbox package lock bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-serve.lock
 	@# A venv of another Python (an older checkout's) is made again for this one.
 	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYVER)" ]; then \
 	  echo "$(VENV) is not Python $(PYVER): making it again"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@# The runtime dependencies exactly as they ship (requirements.lock, hashes checked), then
-	@# the project and its dev tools around them.
-	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	@# The runtime dependencies exactly as they ship (requirements.lock, and the image's
+	@# requirements-serve.lock; hashes checked), then the project and its dev tools around them.
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock \
+	  -r requirements-serve.lock
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
@@ -53,7 +54,8 @@ bench: $(BENCH_STAMP)
 package: $(STAMP)
 	PY=$(PY) bash infra/package.sh
 
-# Pin the runtime dependencies again, with their hashes, from pyproject.toml.
+# Pin the runtime dependencies again, with their hashes, from pyproject.toml (and the image's
+# `serve` extra).
 lock: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check pip-tools
 	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))' > dist-requirements.in
@@ -61,6 +63,12 @@ lock: $(STAMP)
 	  --no-emit-find-links --no-header -o requirements.lock dist-requirements.in
 	rm -f dist-requirements.in
 	sed -i '1i # The runtime dependencies, pinned with their hashes: what `make package` ships and `make test`\n# installs. Regenerate with `make lock` (pip-compile --generate-hashes, from pyproject.toml).' requirements.lock
+	@# The `serve` extra for the container image, constrained to the versions above.
+	printf -- '-c requirements.lock\nuvicorn>=0.30\n' > serve-requirements.in
+	$(PY) -m piptools compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --no-header -o requirements-serve.lock serve-requirements.in
+	rm -f serve-requirements.in
+	sed -i '1i # The `serve` extra (uvicorn) for the container image, pinned with hashes and constrained to\n# requirements.lock; the image installs both. Regenerate with `make lock`.' requirements-serve.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .demo dist

@@ -24,6 +24,7 @@ __all__ = [
     "CredentialsUnavailableError",
     "DeadLetterWriteError",
     "Runtime",
+    "current_runtime",
     "deadline_margin_s",
     "handler",
     "lambda_handler",
@@ -69,6 +70,11 @@ def _runtime() -> Runtime:
 
             _RUNTIME = Runtime.from_environment()
         return _RUNTIME
+
+
+def current_runtime() -> Runtime:
+    """The runtime invocations run on, built from the environment at the first call."""
+    return _runtime()
 
 
 def set_runtime(runtime: Runtime | None) -> None:

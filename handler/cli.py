@@ -1,4 +1,4 @@
-"""The `ecs-metadata-janitor` command line: sandbox, invoke, demo, check, cleanup, replay, drain."""
+"""The `ecs-metadata-janitor` command line: each subcommand's arguments, and what runs it."""
 
 from __future__ import annotations
 
@@ -166,6 +166,40 @@ def _build_parser() -> argparse.ArgumentParser:
         "WARNING unless POWERTOOLS_LOG_LEVEL is set)",
     )
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve the webhook and CloudEvents doors over HTTP (containers; needs uvicorn)",
+        description="Serve POST / (also /webhook, /cloudevents) and GET /healthz with uvicorn "
+        "(the `serve` extra), every request run by the function as a webhook or a CloudEvent. "
+        "The configuration is the environment's, as for the function; credentials must be in "
+        "it (a container has no platform context). SIGTERM or Ctrl-C stops taking requests "
+        "and finishes those in flight first. Exit status: 0 stopped, 2 bad arguments, "
+        "configuration or port, 130 interrupted.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (127.0.0.1; 0.0.0.0 in a container)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port to listen on (default: $PORT, else 8080; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="seconds a request may take, as a function's timeout (SERVE_TIMEOUT_S, 60)",
+    )
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run the ECS calls against an in-process sandbox (to try it locally)",
+    )
+    serve.add_argument("--seed", type=Path, help="sandbox seed file (default: the demo seed)")
+
     demo = sub.add_parser("demo", help="walk through the sample events against a sandbox")
     demo.add_argument("--events", type=Path, default=Path("events"), help="folder of events")
     demo.add_argument(
@@ -320,6 +354,16 @@ def _run(args: argparse.Namespace) -> int:
         from handler.commands import drain
 
         return drain.run(args)
+    if args.command == "serve":
+        from handler.commands import serve
+
+        if args.port is None:
+            try:
+                args.port = serve.default_port()
+            except ValueError as exc:
+                _error(str(exc))
+                return 2
+        return serve.run(args)
     from handler.demo import run_demo
 
     return run_demo(args.events, args.out)

@@ -279,6 +279,9 @@ class Config(BaseModel):
     webhook_auth: Literal["signature", "none"] = "signature"
     #: A webhook naming more pairs than this is answered 413, nothing processed.
     max_pairs_per_request: int = Field(default=1000, ge=1, le=100_000)
+    #: The time a request to `serve` (the ASGI app) may take, as a function's timeout: pairs
+    #: not settled by then are answered as transient (207), the caller sends them again.
+    serve_timeout_s: float = Field(default=60.0, ge=1, le=3600)
     powertools_service_name: str = "ecs-metadata-janitor"
     powertools_log_level: LogLevel = "INFO"
     #: Log each incoming event (redacted) at INFO, as Powertools' Logger does.

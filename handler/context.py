@@ -60,7 +60,9 @@ class Invocation:
 
 
 def read_invocation(context: Any) -> Invocation:
-    """Read a Lambda or FunctionGraph context object (or None) into an Invocation."""
+    """Read a Lambda or FunctionGraph context object (an Invocation, or None) into an Invocation."""
+    if isinstance(context, Invocation):  # built by an adapter that is its own platform (ASGI)
+        return context
     if context is None:
         return Invocation(request_id=str(uuid.uuid4()))
     if hasattr(context, "aws_request_id"):

@@ -50,7 +50,7 @@ from handler.engine import Deps, Job, base_margin_s, meter_for, settle, summaris
 from handler.fanout import FanOutTarget
 from handler.plan import Policy
 from handler.sources import UnitReport, UnknownEventError, detect
-from handler.sources.base import RejectedEvent, SourceSettings
+from handler.sources.base import HttpRequest, RejectedEvent, SourceSettings
 from handler.sources.webhook import ReplayCache
 
 __all__ = [
@@ -84,6 +84,13 @@ class Invoked:
 
 class RuntimeClosedError(RuntimeError):
     """The runtime was closed (reset_runtime, process exit) while the invocation ran."""
+
+
+def closed_while_running() -> RuntimeClosedError:
+    """The error of an invocation whose runtime was closed under it."""
+    return RuntimeClosedError(
+        "the runtime was closed while this invocation ran; failing so it is retried"
+    )
 
 
 class FanOutError(RuntimeError):
@@ -153,26 +160,31 @@ class _LoopThread:
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run a coroutine on the loop and wait for its result (cancelled if this thread is)."""
+    def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Hand a coroutine to the loop; its future is failed, never left, if the loop stops."""
         with self._lock:
             if self._closing:
                 coroutine.close()
                 raise RuntimeClosedError("the runtime is closed; failing so it is retried")
             future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
             self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on the loop and wait for its result (cancelled if this thread is)."""
+        future = self.submit(coroutine)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
-            raise RuntimeClosedError(
-                "the runtime was closed while this invocation ran; failing so it is retried"
-            ) from None
+            raise closed_while_running() from None
         except BaseException:
             future.cancel()
             raise
-        finally:
-            with self._lock:
-                self._pending.discard(future)
 
     def begin_close(self) -> None:
         """Refuse new invocations from now on."""
@@ -187,8 +199,9 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         with self._lock:
-            for future in self._pending:
-                future.cancel()  # never started on the stopped loop: its caller gets an error
+            pending = list(self._pending)
+        for future in pending:  # outside the lock: a cancelled future's callback takes it
+            future.cancel()  # never started on the stopped loop: its caller gets an error
         if not self._thread.is_alive():
             self.loop.close()
 
@@ -363,6 +376,12 @@ class Runtime:
         self._uses_context_credentials = True
         return AkSkAuth(InvocationCredentials())
 
+    @property
+    def needs_platform_credentials(self) -> bool:
+        """True when the ECS calls are signed with credentials only a platform's context gives
+        (FunctionGraph's agency): none are configured, and this is not a dry run."""
+        return self._uses_context_credentials and not self.config.dry_run
+
     def _take_cold_start(self) -> bool:
         with self._cold_lock:
             cold, self.cold_start = self.cold_start, False
@@ -380,6 +399,18 @@ class Runtime:
             self.invoke_async(event, context, invocation, cold_start=cold)
         )
         return result
+
+    def submit(self, event: Any, context: Any) -> concurrent.futures.Future[Invoked]:
+        """Start handling one event on the runtime's loop and return at once (the ASGI door).
+
+        The future's CancelledError means the runtime was closed under the invocation.
+        """
+        invocation = read_invocation(context)
+        cold = self._take_cold_start()
+        future: concurrent.futures.Future[Invoked] = self._thread.submit(
+            self.invoke_async(event, context, invocation, cold_start=cold)
+        )
+        return future
 
     async def invoke_async(
         self, event: Any, context: Any, invocation: Invocation, *, cold_start: bool = False
@@ -411,7 +442,8 @@ class Runtime:
         with redaction.use(redactor):
             if config.powertools_logger_log_event:
                 # As Powertools' Logger: the event itself is the message.
-                _log.info(redactor.value(event))
+                shown = event.as_event() if isinstance(event, HttpRequest) else event
+                _log.info(redactor.value(shown))
             try:
                 source = detect(event, self.source_settings)
             except UnknownEventError as exc:

@@ -55,17 +55,23 @@ def use_sandbox(choice: bool | None) -> bool:
 
 
 def load(
-    stack: contextlib.ExitStack, *, sandbox: bool, seed: Path | None, **overrides: str
+    stack: contextlib.ExitStack,
+    *,
+    sandbox: bool,
+    seed: Path | None,
+    quiet: bool = True,
+    **overrides: str,
 ) -> tuple[Config, Any]:
     """The configuration to run with: the environment's, or pointed at a new in-process
-    sandbox (closed with the stack); with the log level quietened unless it was set.
+    sandbox (closed with the stack); with the log level quietened unless it was set (or
+    `quiet` is false: a server logs as the function does).
 
     Returns the config and the sandbox (None when the environment's endpoint is used).
     Raises ConfigError.
     """
     from handler.local import local_sandbox, sandbox_config
 
-    if not os.environ.get("POWERTOOLS_LOG_LEVEL", "").strip():
+    if quiet and not os.environ.get("POWERTOOLS_LOG_LEVEL", "").strip():
         overrides.setdefault("POWERTOOLS_LOG_LEVEL", QUIET_LEVEL)
     if sandbox:
         running, seed_data = stack.enter_context(local_sandbox(seed))

@@ -27,11 +27,14 @@ from handler.sources.fg_timer import FgTimerSource
 from handler.sources.kafka import KafkaSource
 from handler.sources.kinesis import KinesisSource
 from handler.sources.mq import ActiveMqSource, RabbitMqSource
+from handler.sources.served import ServedSource
 from handler.sources.sns import SnsSource
 from handler.sources.sqs import SqsSource
 
 #: Checked in this order; the first whose `matches` is true handles the event.
 SOURCES: tuple[type[Source], ...] = (
+    # A request the function's own HTTP server received (an HttpRequest, never a platform's).
+    ServedSource,
     # HTTP doors first: API Gateway HTTP API / Function URL, REST API, ALB; FunctionGraph APIG
     # last of them (it is told by what the AWS shapes have and it lacks).
     ApiGatewayV2Source,
@@ -85,7 +88,7 @@ def detect(event: Any, settings: SourceSettings | None = None) -> Source:
     for source in SOURCES:
         if source.matches(event):
             return source(event, settings)
-    kinds = ", ".join(source.kind for source in SOURCES if source is not DirectSource)
+    kinds = ", ".join(s.kind for s in SOURCES if s not in (ServedSource, DirectSource))
     raise UnknownEventError(
         f"unrecognised event: got {_shape(event)}; expected an event of one of: {kinds}, or a "
         "work-item payload (an object with 'server_id' or 'items', or an array)"

@@ -54,6 +54,15 @@ class HttpRequest:
         """The value of a header, whatever the case of its name."""
         return self.headers.get(name.lower())
 
+    def as_event(self) -> dict[str, Any]:
+        """The request as a JSON object, as POWERTOOLS_LOGGER_LOG_EVENT logs an event."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "headers": dict(self.headers),
+            "body": self.body.decode("utf-8", errors="replace"),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
