@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict handler bench
 
 pytest: $(STAMP)
+	@# The pins again (a no-op when in step): anything installed since, a bench extra or a
+	@# hand-made upgrade, must not change what the tests run against.
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock \
+	  -r requirements-serve.lock
 	$(PY) -m pytest --cov=handler --cov-report=term:skip-covered -q
 
 test: lint typecheck pytest

@@ -159,10 +159,15 @@ def test_visibility_timeout_is_six_times_the_function_timeout(
     template: dict[str, Any], function: dict[str, Any]
 ) -> None:
     queue = template["Resources"]["WorkQueue"]["Properties"]
-    visibility = _default(template, queue["VisibilityTimeout"])
-    timeout = _default(template, function["Timeout"])
-    assert visibility >= 6 * timeout
-    assert "6 x FunctionTimeout" in template["Parameters"]["QueueVisibilityTimeout"]["Description"]
+    # Derived from the function's timeout, for every timeout the template allows.
+    name, mapping, key = queue["VisibilityTimeout"]["Fn::FindInMap"]
+    assert name == "VisibilityTimeout" and key == "Seconds"
+    assert mapping == function["Timeout"] == {"Ref": "FunctionTimeout"}
+    allowed = template["Parameters"]["FunctionTimeout"]["AllowedValues"]
+    table = template["Mappings"]["VisibilityTimeout"]
+    assert sorted(table, key=int) == sorted(map(str, allowed), key=int)
+    for timeout in allowed:
+        assert table[str(timeout)]["Seconds"] == 6 * int(timeout)
 
 
 def test_sqs_event_reports_batch_item_failures(function: dict[str, Any]) -> None:
@@ -195,17 +200,18 @@ def test_dead_letters_go_to_the_dead_letter_queue(
 ) -> None:
     url = function["Environment"]["Variables"]["DEAD_LETTER_URL"]["Fn::Sub"]
     assert url == (
-        "sqs://sqs.${AWS::Region}.${AWS::URLSuffix}/${AWS::AccountId}/${DeadLetterQueue.QueueName}"
+        "sqs://sqs.${AWS::Region}.${AWS::URLSuffix}/${AWS::AccountId}/"
+        "${DeadLetterRecordsQueue.QueueName}"
     )
     policies = {next(iter(p)): next(iter(p.values())) for p in function["Policies"]}
     assert policies["SQSSendMessagePolicy"]["QueueName"] == {
-        "Fn::GetAtt": ["DeadLetterQueue", "QueueName"]
+        "Fn::GetAtt": ["DeadLetterRecordsQueue", "QueueName"]
     }
     assert policies["SQSPollerPolicy"]["QueueName"] == {"Fn::GetAtt": ["WorkQueue", "QueueName"]}
     # The function starts with the environment the template renders to.
     from handler.config import load_config
 
-    rendered = "sqs://sqs.eu-west-1.amazonaws.com/123456789012/janitor-DeadLetterQueue-abc"
+    rendered = "sqs://sqs.eu-west-1.amazonaws.com/123456789012/janitor-DeadLetterRecordsQueue-abc"
     environment = {
         "ECS_ENDPOINT": "https://ecs.cn-north-4.myhuaweicloud.com",
         "HUAWEICLOUD_SDK_PROJECT_ID": "0" * 32,

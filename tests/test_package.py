@@ -32,21 +32,28 @@ def _python312() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def built() -> Path:
-    """The x86_64 zip, built by `make package` (here, when the wheels can be fetched)."""
-    if not ZIP.exists():
-        done = subprocess.run(
-            ["bash", "infra/package.sh"],
-            cwd=ROOT,
-            env={**os.environ, "PY": sys.executable},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"make package could not fetch the wheels: {done.stderr[-300:]}")
-    return ZIP
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The x86_64 zip, built now from this checkout by infra/package.sh (into a fresh folder:
+    a zip left in dist/ by another commit is never what is tested), when the wheels can be
+    fetched and a Python 3.12 is here."""
+    python = _python312()
+    if python is None:
+        pytest.skip("no Python 3.12 on this machine to build the 3.12 zips with")
+    dist = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(
+        ["bash", "infra/package.sh"],
+        cwd=ROOT,
+        env={**os.environ, "PY": python, "DIST": str(dist)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        if "lacks pinned packages" in done.stderr or "Python 3.12" in done.stderr:
+            pytest.fail(done.stderr[-500:])
+        pytest.skip(f"make package could not fetch the wheels: {done.stderr[-300:]}")
+    return dist / ZIP.name
 
 
 def test_the_zip_holds_the_function_and_no_tool(built: Path) -> None:
@@ -54,14 +61,57 @@ def test_the_zip_holds_the_function_and_no_tool(built: Path) -> None:
     assert "index.py" in names and "handler/app.py" in names
     assert not [n for n in names if n.startswith(("handler/sandbox/", "handler/commands/"))]
     assert "handler/demo.py" not in names and not [n for n in names if n.startswith("tests/")]
+    # The CLI and what only it uses: they need the sandbox and the commands, left out.
+    assert not {"handler/cli.py", "handler/__main__.py", "handler/local.py"} & set(names)
     assert not [n for n in names if n.split("/")[0] in ("pytest", "mypy", "ruff", "respx")]
     assert {info.date_time for info in zipfile.ZipFile(built).infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_the_zip_holds_this_checkouts_code(built: Path) -> None:
+    archive = zipfile.ZipFile(built)
+    shipped = [n for n in archive.namelist() if n.startswith("handler/")]
+    assert "handler/asgi.py" in shipped
+    for name in shipped:
+        assert archive.read(name) == (ROOT / name).read_bytes(), name
+
+
+def test_the_zip_does_not_carry_the_builders_paths(built: Path) -> None:
+    archive = zipfile.ZipFile(built)
+    for info in archive.infolist():
+        assert not info.filename.startswith("bin/"), info.filename
+        data = archive.read(info)
+        assert str(ROOT).encode() not in data, info.filename
+        if info.filename.endswith(".dist-info/RECORD"):
+            assert b"../../bin/" not in data, info.filename
 
 
 def test_the_sums_name_both_zips(built: Path) -> None:
     sums = (built.parent / "SHA256SUMS").read_text().split()
     assert f"ecs-metadata-janitor-{VERSION}-py312-x86_64.zip" in sums
     assert f"ecs-metadata-janitor-{VERSION}-py312-arm64.zip" in sums
+
+
+def test_the_package_refuses_another_python(tmp_path: Path) -> None:
+    if sys.version_info[:2] == (3, 12):
+        other = shutil.which("python3.11") or next(
+            iter(sorted(Path.home().glob(".pyenv/versions/3.11*/bin/python3"))), None
+        )
+        if other is None:
+            pytest.skip("no other Python here")
+    else:
+        other = sys.executable
+    done = subprocess.run(
+        ["bash", "infra/package.sh"],
+        cwd=ROOT,
+        env={**os.environ, "PY": str(other), "DIST": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Python 3.12" in done.stderr
+    assert not list(tmp_path.glob("*.zip"))
 
 
 def test_the_unzipped_function_deletes_a_pair_on_python_312_alone(

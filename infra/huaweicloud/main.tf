@@ -18,7 +18,6 @@ locals {
     HUAWEICLOUD_SDK_REGION     = var.region
     HUAWEICLOUD_SDK_PROJECT_ID = var.project_id
     ECS_API                    = "native"
-    DEAD_LETTER_URL            = var.dead_letter_url
     DRY_RUN                    = tostring(var.dry_run)
     WEBHOOK_AUTH               = "signature"
     POWERTOOLS_SERVICE_NAME    = var.function_name
@@ -27,7 +26,8 @@ locals {
   # Secrets: encrypted_user_data only, never user_data. No AK/SK: with none set the function
   # uses the execution agency's temporary credentials from the context.
   secret_environment = {
-    WEBHOOK_SECRET = var.webhook_secret
+    WEBHOOK_SECRET  = var.webhook_secret
+    DEAD_LETTER_URL = var.dead_letter_url
   }
 }
 
@@ -55,7 +55,7 @@ resource "huaweicloud_identity_agency" "ecs_metadata" {
   delegated_service_name = "op_svc_cff"
 
   project_role {
-    project = var.region
+    project = coalesce(var.project_name, var.region)
     roles   = [huaweicloud_identity_role.ecs_metadata.name]
   }
 }
@@ -90,7 +90,7 @@ resource "huaweicloud_identity_agency" "async_destination" {
   delegated_service_name = "op_svc_cff"
 
   project_role {
-    project = var.region
+    project = coalesce(var.project_name, var.region)
     roles   = [huaweicloud_identity_role.async_destination.name]
   }
 }
@@ -169,7 +169,7 @@ resource "huaweicloud_fgs_function_trigger" "webhook" {
     auth         = "NONE"
     type         = 1
     backend_type = "FUNCTION"
-    func_info    = { timeout = var.timeout * 1000 }
+    func_info    = { timeout = min(var.timeout, 60) * 1000 }
   })
 }
 

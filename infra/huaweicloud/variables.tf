@@ -6,6 +6,17 @@ variable "region" {
 variable "project_id" {
   description = "Project id whose servers the function cleans (HUAWEICLOUD_SDK_PROJECT_ID)."
   type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,64}$", var.project_id))
+    error_message = "project_id must be 1-64 letters, digits, _ or - (the project's id, not its name)."
+  }
+}
+
+variable "project_name" {
+  description = "Name of that project, where the execution agency's role is granted; null: the region's default project (named like the region, e.g. cn-north-4). Set it for a sub-project (cn-north-4_dev)."
+  type        = string
+  default     = null
 }
 
 variable "zip_path" {
@@ -26,15 +37,21 @@ variable "memory_size" {
 }
 
 variable "timeout" {
-  description = "Timeout in seconds (3-900); keep at least 10."
+  description = "Timeout in seconds (3-900); keep at least 10. The APIG trigger's backend timeout is capped at 60 s."
   type        = number
   default     = 300
+
+  validation {
+    condition     = var.timeout >= 3 && var.timeout <= 900 && floor(var.timeout) == var.timeout
+    error_message = "timeout must be a whole number of seconds from 3 to 900."
+  }
 }
 
 variable "dead_letter_url" {
-  description = "DEAD_LETTER_URL: log, an http(s) URL or smn://<topic URN> (an SMN sink needs smn:topic:publish on the execution agency)."
+  description = "DEAD_LETTER_URL: log, an http(s) URL or smn://<topic URN> (an SMN sink needs smn:topic:publish on the execution agency). Sensitive: an http(s) URL may carry a password or a token."
   type        = string
   default     = "log"
+  sensitive   = true
 }
 
 variable "dry_run" {
@@ -51,7 +68,11 @@ variable "webhook_secret" {
   sensitive   = true
 
   validation {
-    condition     = startswith(var.webhook_secret, "whsec_")
+    condition = (
+      startswith(var.webhook_secret, "whsec_")
+      && can(regex("^[A-Za-z0-9+/]+={0,2}$", trimprefix(var.webhook_secret, "whsec_")))
+      && length(trimprefix(var.webhook_secret, "whsec_")) % 4 == 0
+    )
     error_message = "webhook_secret must be a Standard Webhooks secret: whsec_ followed by base64."
   }
 }
@@ -139,10 +160,20 @@ variable "async_max_retry_attempts" {
   description = "Retries of a failed asynchronous invocation (0-3) before it goes to the failure topic."
   type        = number
   default     = 2
+
+  validation {
+    condition     = contains([0, 1, 2, 3], var.async_max_retry_attempts)
+    error_message = "async_max_retry_attempts must be 0, 1, 2 or 3."
+  }
 }
 
 variable "async_max_event_age_seconds" {
   description = "How long an asynchronous event may wait (1-86400 s)."
   type        = number
   default     = 3600
+
+  validation {
+    condition     = var.async_max_event_age_seconds >= 1 && var.async_max_event_age_seconds <= 86400
+    error_message = "async_max_event_age_seconds must be from 1 to 86400."
+  }
 }
