@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import threading
 import time
@@ -53,6 +54,15 @@ _log = structlog.get_logger("handler.asgi")
 
 def _answer(status: int, body: dict[str, Any], **headers: str) -> HttpAnswer:
     return HttpAnswer(status, body, {"Content-Type": "application/json", **headers})
+
+
+def _unavailable() -> HttpAnswer:
+    """503: the server is shutting down; the caller sends the request again (elsewhere)."""
+    return _answer(
+        503,
+        {"error": "the server is shutting down; send the request again"},
+        **{"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -138,10 +148,11 @@ class App:
             return self._runtime
 
     async def _ready(self) -> Runtime | None:
-        """The runtime, or None when it cannot be built (the reason is logged once)."""
+        """The runtime, or None when it cannot be built (the reason is logged once) or the app
+        is shutting down (a runtime is never built then: nothing would close it)."""
         if self._runtime is not None:
             return self._runtime
-        if self._start_error is not None:
+        if self._start_error is not None or self.draining:
             return None
         try:
             return await asyncio.to_thread(self._build)
@@ -191,48 +202,60 @@ class App:
             await self._write(send, await self._health(), head=method == "HEAD")
             return
         if path not in ROUTES:
-            await self._write(send, _answer(404, {"error": f"no route {path!r}; POST to /"}))
+            await self._write(send, _answer(404, {"error": "no such route; POST to /"}))
             return
         if method != "POST":
             await self._write(send, _answer(405, {"error": "use POST"}, Allow="POST"))
             return
-        answer = await self._handle(scope, receive, path, method)
+        try:
+            answer = await self._handle(scope, receive)
+        except asyncio.CancelledError:
+            # The server cut the request short: its shutdown grace ran out, or a second Ctrl-C.
+            # Its pairs were not all settled: the caller is told to send it again.
+            _log.warning("request cut short by the server's shutdown")
+            with contextlib.suppress(Exception):
+                await self._write(send, _unavailable())
+            return
         if answer is not None:
             await self._write(send, answer)
 
     async def _health(self) -> HttpAnswer:
-        if self.draining:
+        if self.draining or (self._runtime is not None and self._runtime.closed):
             return _answer(503, {"status": "shutting down"})
         if await self._ready() is None:
             return _answer(503, {"status": "not configured; see the logs"})
         return _answer(200, {"status": "ok"})
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, path: str, method: str
-    ) -> HttpAnswer | None:
+    async def _handle(self, scope: Scope, receive: Receive) -> HttpAnswer | None:
         """The answer to a POST (None when the client went away before its body arrived)."""
-        unavailable = _answer(
-            503,
-            {"error": "the server is shutting down; send the request again"},
-            **{"Retry-After": str(RETRY_AFTER_S)},
-        )
         if self.draining:
-            return unavailable
+            return _unavailable()
+        runtime = await self._ready()
+        if runtime is None:
+            if self.draining:
+                return _unavailable()
+            return _answer(503, {"error": "the function is not configured; see its logs"})
+        # One deadline for the whole request, as a function's timeout: the body's arrival too.
+        timeout_s = runtime.config.serve_timeout_s
+        deadline = time.monotonic() + timeout_s
         headers = _headers(scope)
         try:
-            body = await self._body(headers, receive)
+            async with asyncio.timeout(timeout_s):
+                body = await self._body(headers, receive)
+        except TimeoutError:
+            error = f"the request body did not arrive within SERVE_TIMEOUT_S ({timeout_s:g} s)"
+            return _answer(408, {"error": error}, Connection="close")
         except _TooLarge:
             limit = self.max_body_bytes
             return _answer(413, {"error": f"the request body is larger than {limit} bytes"})
         except _Disconnected:
             return None
-        runtime = await self._ready()
-        if runtime is None:
-            return _answer(503, {"error": "the function is not configured; see its logs"})
-        request = HttpRequest(method, headers, body, path)
+        if self.draining:  # shutdown began while the body arrived
+            return _unavailable()
+        request = HttpRequest(scope.get("method", "POST").upper(), headers, body, scope["path"])
         self._in_flight += 1
         try:
-            return await self._invoke(runtime, request, unavailable)
+            return await self._invoke(runtime, request, deadline)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
@@ -256,14 +279,10 @@ class App:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _invoke(
-        self, runtime: Runtime, request: HttpRequest, unavailable: HttpAnswer
-    ) -> HttpAnswer:
+    async def _invoke(self, runtime: Runtime, request: HttpRequest, deadline: float) -> HttpAnswer:
         """Run the request through the runtime; any failure becomes an answer, never a trace."""
         from handler.runtime import RuntimeClosedError
 
-        timeout_s = runtime.config.serve_timeout_s
-        deadline = time.monotonic() + timeout_s
         invocation = Invocation(
             request_id=str(uuid.uuid4()),
             platform="asgi",
@@ -272,13 +291,13 @@ class App:
         try:
             future: concurrent.futures.Future[Invoked] = runtime.submit(request, invocation)
         except RuntimeClosedError:
-            return unavailable
+            return _unavailable()
         try:
             invoked = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if future.cancelled() and (task is None or not task.cancelling()):
-                return unavailable  # the runtime was closed under it, not this request
+                return _unavailable()  # the runtime was closed under it, not this request
             raise
         except Exception as exc:  # noqa: BLE001 - answered 500; the logs say what it was
             _log.error(

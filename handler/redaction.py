@@ -19,13 +19,15 @@ _WINDOW = FRAGMENT // 2
 _MAX_HITS = 8
 
 _SECRET_FIELD = re.compile(
-    r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature)$",
+    r"(^|[_-])(sk|ak|secret|secret_key|access_key|token|password|authorization|signature"
+    r"|cookie|api[_-]?key|apikey)$",
     re.IGNORECASE,
 )
 
 
 def is_secret_field(key: str) -> bool:
-    """True for a field name that holds a credential whatever its value (`sk`, `x-auth-token`)."""
+    """True for a field name that holds a credential whatever its value (`sk`, `x-auth-token`,
+    `cookie`, `x-api-key`)."""
     return _SECRET_FIELD.search(key) is not None
 
 

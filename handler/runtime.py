@@ -186,6 +186,11 @@ class _LoopThread:
             future.cancel()
             raise
 
+    @property
+    def closing(self) -> bool:
+        """True once closing has started: no invocation is taken any more."""
+        return self._closing
+
     def begin_close(self) -> None:
         """Refuse new invocations from now on."""
         with self._lock:
@@ -377,6 +382,11 @@ class Runtime:
         return AkSkAuth(InvocationCredentials())
 
     @property
+    def closed(self) -> bool:
+        """True once `close` has started: every invocation from then on fails."""
+        return self._thread.closing
+
+    @property
     def needs_platform_credentials(self) -> bool:
         """True when the ECS calls are signed with credentials only a platform's context gives
         (FunctionGraph's agency): none are configured, and this is not a dry run."""
@@ -456,7 +466,7 @@ class Runtime:
                 raise UnknownEventError(redactor.text(str(exc))) from None
             except RejectedEvent as exc:
                 # Whatever a source put in it, the answer's text is redacted and bounded.
-                refused = RejectedEvent(exc.status, redactor.cut(exc.message, 512))
+                refused = exc.with_message(redactor.cut(exc.message, 512))
                 _log.warning(
                     "event rejected",
                     source=source.kind,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -59,8 +60,34 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM after uvicorn's graceful shutdown: already handled, exit normally."""
+class _Stop:
+    """SIGTERM and SIGINT from the moment the runtime exists until it is closed: a signal before
+    uvicorn took over, or after it gave the handlers back, stops the server instead of killing
+    the process (or being lost); a second SIGINT forces the stop, as uvicorn's own does."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.signals: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        server = self.server
+        if server is not None:
+            if server.should_exit and signum == signal.SIGINT:
+                server.force_exit = True
+            server.should_exit = True
+
+    @property
+    def interrupted(self) -> bool:
+        """True when Ctrl-C (SIGINT) stopped it."""
+        return signal.SIGINT in self.signals
+
+
+class _ServerLog(logging.Handler):
+    """uvicorn's own warnings and errors as one plain line each on stderr, never a traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        common.error(f"server: {record.getMessage()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,10 +103,17 @@ def run(args: argparse.Namespace) -> int:
     from handler.config import ConfigError
     from handler.runtime import Runtime
 
+    if not 0 <= args.port <= 65535:
+        common.error(f"--port must be a port number from 0 to 65535, not {args.port}")
+        return 2
     overrides: dict[str, str] = {}
     if args.timeout is not None:
         overrides["SERVE_TIMEOUT_S"] = str(args.timeout)
+    stop = _Stop()
     with contextlib.ExitStack() as stack:
+        # Installed first, given back last: the runtime is closed with the signals still ours.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            stack.callback(signal.signal, signum, signal.signal(signum, stop))
         try:
             config, _ = common.load(
                 stack, sandbox=args.sandbox, seed=args.seed, quiet=False, **overrides
@@ -96,20 +130,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         try:
             sock = listen(args.host, args.port)
-        except (OSError, UnicodeError) as exc:
+        except (OSError, UnicodeError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             common.error(f"cannot listen on {args.host}:{args.port}: {reason}")
             return 2
         stack.callback(sock.close)
         entry.set_runtime(runtime)  # handler.app.handler, in this process, is the same function
         logs.set_stream(sys.stdout)
-        host, port = sock.getsockname()[:2]
-        print(
-            f"serving on http://{_url_host(host)}:{port} (POST /, GET /healthz; "
-            f"SERVE_TIMEOUT_S={config.serve_timeout_s:g}; Ctrl-C or SIGTERM stops)",
-            file=sys.stderr,
-            flush=True,
-        )
+        server_log = logging.getLogger("uvicorn.error")
+        quiet = _ServerLog(logging.WARNING)
+        server_log.addHandler(quiet)
+        server_log.propagate = False
+        stack.callback(server_log.removeHandler, quiet)
         server = uvicorn.Server(
             uvicorn.Config(
                 App(runtime),
@@ -120,15 +152,22 @@ def run(args: argparse.Namespace) -> int:
                 server_header=False,
             )
         )
-        previous: Any = signal.signal(signal.SIGTERM, _ignore)
-        try:
+        stop.server = server
+        if stop.signals:  # stopped before it started
+            server.should_exit = True
+        host, port = sock.getsockname()[:2]
+        print(
+            f"serving on http://{_url_host(host)}:{port} (POST /, GET /healthz; "
+            f"SERVE_TIMEOUT_S={config.serve_timeout_s:g}; Ctrl-C or SIGTERM stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not server.should_exit:
             server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            common.error("interrupted")
-            return INTERRUPTED
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        print("stopped: every request in flight was answered", file=sys.stderr, flush=True)
+    if stop.interrupted:
+        common.error("interrupted")
+        return INTERRUPTED
+    print("stopped", file=sys.stderr, flush=True)
     return 0
 
 

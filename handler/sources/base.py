@@ -32,6 +32,14 @@ class RejectedEvent(Exception):
         self.status = status
         self.message = message
 
+    def with_message(self, message: str) -> RejectedEvent:
+        """The same refusal (its kind, headers and extras kept) saying `message` instead."""
+        refused = type(self).__new__(type(self))  # not copy.copy: it calls __init__ with args
+        refused.__dict__.update(self.__dict__)
+        refused.args = (message,)
+        refused.message = message
+        return refused
+
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
