@@ -97,3 +97,43 @@ def metadata_of(sb: Sandbox, server_id: str) -> dict[str, str]:
         if server["id"] == server_id:
             return dict(server["metadata"])
     raise KeyError(server_id)
+
+
+def python312() -> str | None:
+    """A Python 3.12 interpreter (the function's runtime): this one, on PATH, or pyenv's."""
+    import shutil
+    import sys
+
+    if sys.version_info[:2] == (3, 12):
+        return sys.executable
+    found = shutil.which("python3.12")
+    candidates = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
+    return found or (str(candidates[-1]) if candidates else None)
+
+
+@pytest.fixture(scope="session")
+def package_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both zips and SHA256SUMS, built once per run from this checkout by infra/package.sh into
+    a fresh folder (a zip left in dist/ by another commit is never what is tested); skipped
+    when the wheels cannot be fetched or no Python 3.12 is here."""
+    import os
+    import subprocess
+
+    python = python312()
+    if python is None:
+        pytest.skip("no Python 3.12 on this machine to build the 3.12 zips with")
+    dist = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(
+        ["bash", "infra/package.sh"],
+        cwd=EVENTS.parent,
+        env={**os.environ, "PY": python, "DIST": str(dist)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        if "lacks pinned packages" in done.stderr or "Python 3.12" in done.stderr:
+            pytest.fail(done.stderr[-500:])
+        pytest.skip(f"make package could not fetch the wheels: {done.stderr[-300:]}")
+    return dist

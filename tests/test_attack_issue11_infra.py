@@ -55,11 +55,10 @@ def _pins(path: Path) -> dict[str, str]:
     }
 
 
-def _zip(arch: str) -> zipfile.ZipFile:
-    path = ZIPS[arch]
-    if not path.exists():
-        pytest.skip(f"{path.name} not built (make package)")
-    return zipfile.ZipFile(path)
+@pytest.fixture
+def zips(package_dist: Path) -> dict[str, Path]:
+    """Both zips of this checkout, freshly built (tests/conftest.py)."""
+    return {arch: package_dist / path.name for arch, path in ZIPS.items()}
 
 
 # --- §1 the artifacts ------------------------------------------------------------------------
@@ -176,19 +175,19 @@ def test_zipdir_is_byte_identical_whatever_the_mtimes_modes_and_creation_order(
     assert zipfile.ZipFile(tmp_path / "out0.zip").namelist() == sorted(files)
 
 
-def test_sha256sums_match_the_zips() -> None:
-    sums = DIST / "SHA256SUMS"
-    if not sums.exists():
-        pytest.skip("dist/SHA256SUMS not built (make package)")
+def test_sha256sums_match_the_zips(zips: dict[str, Path]) -> None:
+    sums = zips["x86_64"].parent / "SHA256SUMS"
     listed = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line)
-    assert set(listed) == {p.name for p in ZIPS.values()}
-    for path in ZIPS.values():
+    assert set(listed) == {p.name for p in zips.values()}
+    for path in zips.values():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == listed[path.name], path.name
 
 
 @pytest.mark.parametrize(("arch", "machine"), [("x86_64", "x86_64"), ("arm64", "aarch64")])
-def test_each_zip_ships_exactly_the_lock_for_its_architecture(arch: str, machine: str) -> None:
-    archive = _zip(arch)
+def test_each_zip_ships_exactly_the_lock_for_its_architecture(
+    zips: dict[str, Path], arch: str, machine: str
+) -> None:
+    archive = zipfile.ZipFile(zips[arch])
     names = archive.namelist()
     shipped = {}
     for name in names:
@@ -202,13 +201,13 @@ def test_each_zip_ships_exactly_the_lock_for_its_architecture(arch: str, machine
     assert not [n for n in names if n.split("/")[0] in ("tests", "bench", "events", "infra")]
 
 
-def test_no_sandbox_credential_is_in_a_zip() -> None:
+def test_no_sandbox_credential_is_in_a_zip(zips: dict[str, Path]) -> None:
     from handler.sandbox import DEMO_SEED
 
     secrets = [str(v).encode() for v in DEMO_SEED["credentials"].values() if v]
     secrets.append(b"sandbox-password-do-not-use")
-    for arch in ZIPS:
-        archive = _zip(arch)
+    for path in zips.values():
+        archive = zipfile.ZipFile(path)
         for info in archive.infolist():
             data = archive.read(info)
             assert not [s for s in secrets if s in data], info.filename

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from handler.sandbox import Sandbox
-from tests.conftest import DEMO_PROJECT, metadata_of
+from tests.conftest import DEMO_PROJECT, metadata_of, python312
 from tests.sandbox._demo import WEB1
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,37 +23,10 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 ZIP = ROOT / "dist" / f"ecs-metadata-janitor-{VERSION}-py312-x86_64.zip"
 
 
-def _python312() -> str | None:
-    if sys.version_info[:2] == (3, 12):
-        return sys.executable
-    found = shutil.which("python3.12")
-    candidates = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
-    return found or (str(candidates[-1]) if candidates else None)
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The x86_64 zip, built now from this checkout by infra/package.sh (into a fresh folder:
-    a zip left in dist/ by another commit is never what is tested), when the wheels can be
-    fetched and a Python 3.12 is here."""
-    python = _python312()
-    if python is None:
-        pytest.skip("no Python 3.12 on this machine to build the 3.12 zips with")
-    dist = tmp_path_factory.mktemp("dist")
-    done = subprocess.run(
-        ["bash", "infra/package.sh"],
-        cwd=ROOT,
-        env={**os.environ, "PY": python, "DIST": str(dist)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        if "lacks pinned packages" in done.stderr or "Python 3.12" in done.stderr:
-            pytest.fail(done.stderr[-500:])
-        pytest.skip(f"make package could not fetch the wheels: {done.stderr[-300:]}")
-    return dist / ZIP.name
+def built(package_dist: Path) -> Path:
+    """The x86_64 zip of this checkout (tests/conftest.py builds it)."""
+    return package_dist / ZIP.name
 
 
 def test_the_zip_holds_the_function_and_no_tool(built: Path) -> None:
@@ -117,7 +90,7 @@ def test_the_package_refuses_another_python(tmp_path: Path) -> None:
 def test_the_unzipped_function_deletes_a_pair_on_python_312_alone(
     built: Path, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    python = _python312()
+    python = python312()
     if python is None:
         pytest.skip("no Python 3.12 on this machine")
     folder = tmp_path / "function"
