@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import copy
+import io
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,23 @@ def package_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(done.stderr[-500:])
         pytest.skip(f"make package could not fetch the wheels: {done.stderr[-300:]}")
     return dist
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`pytest.mark.anyio`) run on asyncio, as the function does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The function's log lines, captured (read them with `lines_of`)."""
+    stream = io.StringIO()
+    logs.set_stream(stream)
+    yield stream
+    logs.set_stream(None)
+
+
+def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
+    """The JSON log lines captured in `stream`."""
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]

@@ -13,21 +13,15 @@ import httpx
 import pytest
 
 from handler import app as entry
-from handler import logs
 from handler.asgi import MAX_BODY_BYTES, App
 from handler.config import load_config
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
-from tests.conftest import EVENTS, SandboxFactory, configure_for, metadata_of
+from tests.conftest import EVENTS, SandboxFactory, configure_for, lines_of, metadata_of
 from tests.sandbox._demo import DB1, SK, WEB1, WEB2
 from tests.sources.test_webhook import SECRET, sign
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 #: The project's Function URL sample body: WEB1 env:stage, and WEB2 (locked) lease-owner.
@@ -71,14 +65,6 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logs.set_stream(stream)
-    yield stream
-    logs.set_stream(None)
-
-
 async def eventually(check: Callable[[], Any], timeout_s: float = 10) -> None:
     """Wait until `check()` is truthy (fail after `timeout_s`)."""
     for _ in range(int(timeout_s / 0.01)):
@@ -86,10 +72,6 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 10) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the condition never held")
-
-
-def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
 
 # --- the doors ---------------------------------------------------------------------------------

@@ -31,15 +31,15 @@ import httpx
 import pytest
 
 from handler import app as entry
-from handler import cli, logs
+from handler import cli
 from handler.asgi import App
 from handler.config import load_config
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
-from tests.conftest import DEMO_PROJECT, SandboxFactory, configure_for, metadata_of
+from tests.conftest import DEMO_PROJECT, SandboxFactory, configure_for, lines_of, metadata_of
 from tests.sandbox._demo import DB1, SK, WEB1
 from tests.sources.test_webhook import RAW_SECRET, SECRET, sign
-from tests.test_asgi import WEBHOOK_BODY
+from tests.test_asgi import WEBHOOK_BODY, client_for
 from tests.test_cli_serve import ROOT, SERVING, Served, start
 
 pytestmark = pytest.mark.anyio
@@ -50,27 +50,6 @@ TOKEN = "MIIEcwYJKoZIhvcNAQcCoIIEZDCCBGACAQExDTALBglghkgBZQMEAgEwggLBBgkqhkiG9w0
 GATEWAY_AUTH = "Bearer gateway-bearer-0123456789abcdef"
 API_KEY = "apikey-secret-0123456789abcdef"
 COOKIE = "session=cookie-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logs.set_stream(stream)
-    yield stream
-    logs.set_stream(None)
-
-
-def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-
-
-def client_for(asgi: App) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://janitor")
 
 
 def deletes(sb: Sandbox) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 yaml = pytest.importorskip("yaml")
 hcl2 = pytest.importorskip("hcl2")
 
+from tests._infra import load_template, load_terraform  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DIST = ROOT / "dist"
@@ -256,32 +258,9 @@ def test_make_pytest_checks_the_venv_against_the_lock_on_every_run(tmp_path: Pat
 # --- §2 AWS SAM ------------------------------------------------------------------------------
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Safe YAML with CloudFormation's short tags as their long forms."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    assert isinstance(loaded, dict)
-    return loaded
+    return load_template()
 
 
 def _function(template: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +347,7 @@ def test_dead_letters_never_go_to_a_trigger_queue(template: dict[str, Any]) -> N
 def test_every_allowed_key_pattern_list_renders_a_valid_selector(data: st.DataObject) -> None:
     from handler.model import CleanupSelector
 
-    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    loaded = load_template()
     parameter = loaded["Parameters"]["CleanupKeyPatterns"]
     # CloudFormation splits a CommaDelimitedList on commas, trims each member and applies
     # AllowedPattern to each one.
@@ -398,30 +377,9 @@ def test_outputs_carry_no_secret(template: dict[str, Any]) -> None:
 # --- §3 Huawei Cloud Terraform ---------------------------------------------------------------
 
 
-def _unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1].replace('\\"', '"')
-    if isinstance(value, list):
-        return [_unquote(v) for v in value]
-    if isinstance(value, dict):
-        return {_unquote(k): _unquote(v) for k, v in value.items() if k != "__comments__"}
-    return value
-
-
 @pytest.fixture(scope="module")
 def tf() -> dict[str, Any]:
-    merged: dict[str, Any] = {"resource": {}, "variable": {}, "locals": {}}
-    for path in sorted(TF.glob("*.tf")):
-        with path.open(encoding="utf-8") as handle:
-            doc = _unquote(hcl2.load(handle))
-        for block in doc.get("resource", []):
-            for rtype, named in block.items():
-                merged["resource"].setdefault(rtype, {}).update(named)
-        for block in doc.get("variable", []):
-            merged["variable"].update(block)
-        for block in doc.get("locals", []):
-            merged["locals"].update(block)
-    return merged
+    return load_terraform(TF)
 
 
 def _locals_blocks(text: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from handler.config import Config
+from tests._infra import load_template
 
 yaml = pytest.importorskip("yaml")
 
@@ -23,32 +24,9 @@ DOCUMENTED_EXTRA = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROX
 SECRET_VARIABLES = ("HUAWEICLOUD_SDK_SK", "WEBHOOK_SECRET")
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """A safe loader that reads CloudFormation's short tags (`!Ref x` -> {"Ref": "x"})."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    assert isinstance(loaded, dict)
-    return loaded
+    return load_template()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from handler.config import Config
+from tests._infra import load_terraform
 
 hcl2 = pytest.importorskip(
     "hcl2", reason="python-hcl2 is not installed: pip install python-hcl2 (the dev extra)"
@@ -28,34 +29,10 @@ ECS_ACTIONS = {
 SECRET_VARIABLES = {"webhook_secret"}
 
 
-def _unquote(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals and labels; drop them everywhere."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1].replace('\\"', '"')
-    if isinstance(value, list):
-        return [_unquote(item) for item in value]
-    if isinstance(value, dict):
-        return {_unquote(k): _unquote(v) for k, v in value.items() if k != "__comments__"}
-    return value
-
-
 @pytest.fixture(scope="module")
 def tf() -> dict[str, Any]:
     """Every .tf file merged: resources by type and name, variables, locals."""
-    files = sorted(INFRA.glob("*.tf"))
-    assert files, f"no .tf file in {INFRA}"
-    merged: dict[str, Any] = {"resource": {}, "variable": {}, "locals": {}}
-    for path in files:
-        with path.open(encoding="utf-8") as handle:
-            doc = _unquote(hcl2.load(handle))
-        for block in doc.get("resource", []):
-            for rtype, named in block.items():
-                merged["resource"].setdefault(rtype, {}).update(named)
-        for block in doc.get("variable", []):
-            merged["variable"].update(block)
-        for block in doc.get("locals", []):
-            merged["locals"].update(block)
-    return merged
+    return load_terraform(INFRA)
 
 
 def _function(tf: dict[str, Any]) -> dict[str, Any]:
