@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ import structlog
 from handler.config import ConfigError
 from handler.context import Invocation
 from handler.sources.base import HttpAnswer, HttpRequest
+from handler.sources.webhook import json_body
 
 if TYPE_CHECKING:
     from handler.runtime import Invoked, Runtime
@@ -314,7 +314,8 @@ class App:
 
     @staticmethod
     async def _write(send: Send, answer: HttpAnswer, *, head: bool = False) -> None:
-        body = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode()
+        # A lone surrogate (JSON allows one escaped) is written as its JSON escape, `\udXXX`.
+        body = json_body(answer).encode("utf-8", errors="backslashreplace")
         headers = [
             (str(k).lower().encode("latin-1"), str(v).encode("latin-1"))
             for k, v in answer.headers.items()

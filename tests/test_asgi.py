@@ -359,3 +359,20 @@ async def test_an_unexpected_failure_is_a_500_without_details_or_secrets(
     assert SK not in log_lines.getvalue()
     failed = [line for line in lines_of(log_lines) if line["message"] == "request failed"]
     assert failed and failed[0]["request_id"] == response.json()["request_id"]
+
+
+async def test_an_answer_holding_a_lone_surrogate_is_written_as_json(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler.sources.base import HttpAnswer
+
+    async def answered(*args: Any, **kwargs: Any) -> Any:
+        from handler.runtime import Invoked
+
+        return Invoked(HttpAnswer(200, {"detail": "key k\ud800"}), [], {})
+
+    monkeypatch.setattr(runtime, "invoke_async", answered)
+    async with client_for(App(runtime)) as client:
+        response = await client.post("/", content=WEBHOOK_BODY, headers=sign(WEBHOOK_BODY))
+    assert response.status_code == 200
+    assert response.json() == {"detail": "key k\ud800"}
