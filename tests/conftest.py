@@ -159,3 +159,13 @@ def log_lines() -> Iterator[io.StringIO]:
 def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
     """The JSON log lines captured in `stream`."""
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+class FakeClock:
+    """A monotonic clock the test moves (`clock.now += 5`)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

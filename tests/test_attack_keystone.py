@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import stamina
 
 from handler import app, logs
 from handler.commands.check import Diagnosis, Verdict, run_check
@@ -36,7 +35,7 @@ from handler.ecs.transport import AdaptiveTransport
 from handler.outcomes import Outcome, Pair
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
-from tests.conftest import DEMO_PROJECT
+from tests.conftest import DEMO_PROJECT, FakeClock
 from tests.sandbox._demo import WEB1
 
 TOKENS = "/v3/auth/tokens"
@@ -44,20 +43,6 @@ KEYSTONE = "https://keystone.attack.test"
 ECS = "https://ecs.attack.test"
 #: What Keystone issues in these tests: long enough for fragment redaction to apply too.
 ISSUED = "gAAAAA-issued-by-keystone-" + "Zq9" * 20
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Deadline:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,12 +27,6 @@ KEY_MISSING = {"itemNotFound": {"code": 404, "message": "Metadata item was not f
 SERVER_MISSING = {
     "itemNotFound": {"code": 404, "message": f"Instance {SERVER} could not be found."}
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import respx
-import stamina
 
 from handler.ecs.client import ComputeApiError, EcsClient
 from handler.ecs.keystone import (
@@ -28,29 +27,13 @@ from handler.ecs.pacing import Pacer
 from handler.ecs.transport import AdaptiveTransport
 from handler.outcomes import Outcome, Pair
 from handler.sandbox import DEMO_SEED, Sandbox
-from tests.conftest import SandboxFactory, demo_seed, metadata_of
+from tests.conftest import FakeClock, SandboxFactory, demo_seed, metadata_of
 from tests.sandbox._demo import OTHER1, OTHER_PROJECT, PROJECT, WEB1
 
 T = TypeVar("T")
 PASSWORD = DEMO_SEED["keystone"]["users"][0]["password"]
 TOKENS = "/v3/auth/tokens"
 MANY = "11111111-2222-4333-8444-000000000001"
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
-
-
-class FakeClock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(sb: Sandbox | None = None, **changes: Any) -> PasswordSettings:

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import stamina
 
 from handler import app, logs, redaction
 from handler.commands import check
@@ -32,27 +31,13 @@ from handler.ecs.keystone import (
 from handler.outcomes import Outcome, Pair
 from handler.runtime import Runtime
 from handler.sandbox import Sandbox
-from tests.conftest import DEMO_PROJECT
+from tests.conftest import DEMO_PROJECT, FakeClock
 from tests.sandbox._demo import WEB1
 
 T = TypeVar("T")
 TOKENS = "/v3/auth/tokens"
 KEYSTONE = "https://keystone.hardening.test"
 ECS = "https://ecs.hardening.test"
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def token_answer(
